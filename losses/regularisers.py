@@ -1,0 +1,38 @@
+"""Coefficient and reflectance regularisers (Deep3D's forms)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from coarse import coefficients as C
+
+
+@dataclass(frozen=True)
+class RegulariserWeights:
+    """Deep3D's relative weights inside the coefficient prior."""
+
+    id: float = 1.0
+    exp: float = 0.8
+    tex: float = 1.7e-2
+    gamma: float = 10.0
+
+
+def coefficient_regulariser(coeffs: torch.Tensor, weights: RegulariserWeights = RegulariserWeights()) -> torch.Tensor:
+    """coeffs: (B, 257) -> scalar: weighted squared norms of id/exp/tex plus light monochromaticity.
+
+    The gamma term penalises the spread of SH coefficients across the R, G, B channels, which keeps the
+    light close to white so colour is explained by albedo.
+    """
+    c = C.split_coefficients(coeffs)
+    prior = (weights.id * c.id.pow(2).sum(-1) + weights.exp * c.exp.pow(2).sum(-1)
+             + weights.tex * c.tex.pow(2).sum(-1))
+    gamma = c.gamma.reshape(-1, 3, 9)
+    light = (gamma - gamma.mean(1, keepdim=True)).pow(2).sum((1, 2))
+    return (prior + weights.gamma * light).mean()
+
+
+def albedo_flatness(albedo: torch.Tensor, skin_mask: torch.Tensor) -> torch.Tensor:
+    """albedo: (B, N, 3), skin_mask: (N,) bool -> scalar variance of skin albedo around its mean."""
+    skin = albedo[:, skin_mask]
+    return (skin - skin.mean(1, keepdim=True)).pow(2).sum(-1).mean()
