@@ -1,0 +1,410 @@
+"""Face-attribute classifier: a ResNet-18 with a multi-label head (the paper's "FA" network).
+
+The network maps an image in [0, 1] to one logit per binary attribute (SynthFaces attributes or
+CelebA's 40). Its 512-d penultimate features are the attribute half of the FAID vector. Nothing is
+downloaded: the backbone starts from random weights, or from torchvision's ImageNet ResNet-18
+file when it already sits in the local torch hub cache.
+
+This module also holds the small pieces the parsing network's training shares (checkpoint I/O,
+device choice, learning-rate schedule), so there is one copy of each.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+# CelebA's 40 binary attributes, in list_attr_celeba.txt column order.
+CELEBA_ATTRIBUTES: tuple[str, ...] = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
+    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
+    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
+    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
+    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
+    "Wearing_Necktie", "Young",
+)
+
+# ImageNet statistics, applied inside the networks so callers always pass images in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+FEATURE_DIM = 512
+CHECKPOINT_FORMAT = "faid-attribute-net"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or of the wrong kind (message: one line)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers (also used by perception.parsing)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def save_checkpoint_atomic(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """torch.save to `path` through a temporary file and os.replace, so a crash never leaves a
+    half-written checkpoint. Creates the parent folder. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, expected_format: str, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by save_checkpoint_atomic and check its format tag.
+
+    Raises CheckpointError with a one-line message for a missing, unreadable or foreign file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; train one first or fix the path")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt files
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(error).__name__}); re-train or re-copy it") from None
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: expected a '{expected_format}' checkpoint, found '{found}'")
+    return payload
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def normalize_imagenet(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> ImageNet-standardised."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, size, size), bilinear with antialiasing; a no-op at that size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _stack_keys(samples: list[dict], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([torch.as_tensor(sample[key]) for sample in samples]) for key in keys}
+
+
+def make_loader(dataset: Dataset, keys: Sequence[str], batch_size: int, shuffle: bool, num_workers: int,
+                seed: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader that batches only `keys` of each sample dict (other entries, which may not
+    stack, are dropped). Shuffling is seeded."""
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        drop_last=shuffle and len(dataset) > batch_size, pin_memory=pin_memory,
+        collate_fn=partial(_stack_keys, keys=tuple(keys)),
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    )
+
+
+def local_imagenet_resnet18() -> Path | None:
+    """torchvision's ImageNet ResNet-18 file in the local torch hub cache, if present (never downloads)."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    matches = sorted(folder.glob("resnet18-*.pth")) if folder.is_dir() else []
+    return matches[0] if matches else None
+
+
+# --------------------------------------------------------------------------------------------
+# The network
+
+
+class AttributeNet(nn.Module):
+    """ResNet-18 backbone + linear multi-label head.
+
+    Args:
+        attribute_names: the A attribute names, in logit order.
+        image_size: the input size the network is trained at (pixels, square); stored in
+            checkpoints. The network itself accepts any size.
+        imagenet_init: start the backbone from the local ImageNet ResNet-18 file when one is in
+            the torch hub cache (random init otherwise).
+    """
+
+    def __init__(self, attribute_names: Sequence[str], image_size: int = 224, imagenet_init: bool = False):
+        super().__init__()
+        if len(attribute_names) == 0:
+            raise ValueError("AttributeNet needs at least one attribute name")
+        self.attribute_names = tuple(attribute_names)
+        self.image_size = int(image_size)
+        self.backbone = torchvision.models.resnet18(weights=None)
+        self.imagenet_initialised = False
+        if imagenet_init and (weights_file := local_imagenet_resnet18()) is not None:
+            self.backbone.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+            self.imagenet_initialised = True
+        self.backbone.fc = nn.Identity()
+        self.head = nn.Linear(FEATURE_DIM, len(self.attribute_names))
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.attribute_names)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) in [0, 1] -> (B, 512) pooled penultimate features."""
+        return self.backbone(normalize_imagenet(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) in [0, 1] -> (B, A) logits."""
+        return self.head(self.features(images))
+
+    def predict_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) in [0, 1] -> (B, A) probabilities in [0, 1]."""
+        return torch.sigmoid(self(images))
+
+
+def save_attribute_net(model: AttributeNet, path: str | os.PathLike, metrics: dict | None = None) -> Path:
+    """Write the weights, attribute names, input size and optional metrics atomically."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "attribute_names": list(model.attribute_names),
+        "image_size": model.image_size,
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "metrics": metrics or {},
+    }
+    return save_checkpoint_atomic(payload, path)
+
+
+def load_attribute_net(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttributeNet:
+    """Rebuild an AttributeNet from a checkpoint written by save_attribute_net (in eval mode)."""
+    payload = read_checkpoint(path, CHECKPOINT_FORMAT, map_location)
+    model = AttributeNet(payload["attribute_names"], image_size=payload["image_size"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError:
+        raise CheckpointError(f"{path}: weights do not match an AttributeNet; the file is damaged or from another version") from None
+    return model.to(map_location).eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation
+
+
+@dataclass
+class AttributeTrainConfig:
+    """Training settings. lr is AdamW's peak learning rate (warm-up then cosine decay)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    image_size: int = 224
+    num_workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+    imagenet_init: bool = True
+    progress: bool = True
+
+
+@dataclass
+class AttributeMetrics:
+    """Held-out results. Accuracies are fractions in [0, 1] over the labelled (non-NaN) entries;
+    the majority baseline predicts, per attribute, the training set's more frequent value."""
+
+    attribute_names: list[str]
+    accuracy: list[float]
+    majority_accuracy: list[float]
+    mean_accuracy: float
+    mean_majority_accuracy: float
+    val_loss: float
+    train_loss: float = float("nan")
+    epochs: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def masked_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy averaged over labelled entries; NaN targets are ignored.
+
+    logits, targets: (B, A); targets in {0, 1} or NaN. Returns a scalar (0 if nothing is labelled).
+    """
+    labelled = ~torch.isnan(targets)
+    losses = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(targets), reduction="none")
+    return (losses * labelled).sum() / labelled.sum().clamp_min(1)
+
+
+def _batch_attributes(batch: dict, image_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    images = resize_images(batch["image"].to(device, torch.float32), image_size)
+    targets = batch["attributes"].to(device, torch.float32)
+    return images, targets
+
+
+@torch.no_grad()
+def evaluate_attribute_net(
+    model: AttributeNet,
+    dataset: Dataset,
+    positive_rate: torch.Tensor | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> AttributeMetrics:
+    """Per-attribute accuracy (threshold 0.5) on a dataset of {"image", "attributes"} samples.
+
+    positive_rate: (A,) fraction of positive training labels, defining the majority baseline;
+        None uses the evaluated set's own majority (an optimistic baseline).
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loader = make_loader(dataset, ("image", "attributes"), batch_size, shuffle=False, num_workers=num_workers)
+    correct = torch.zeros(model.num_attributes, dtype=torch.float64)
+    positives = torch.zeros(model.num_attributes, dtype=torch.float64)
+    labelled = torch.zeros(model.num_attributes, dtype=torch.float64)
+    loss_sum, loss_batches = 0.0, 0
+    for batch in loader:
+        images, targets = _batch_attributes(batch, model.image_size, device)
+        logits = model(images)
+        loss_sum += float(masked_bce_loss(logits, targets))
+        loss_batches += 1
+        known = ~torch.isnan(targets)
+        predicted = (logits > 0).float()
+        correct += ((predicted == targets) & known).sum(0).double().cpu()
+        positives += ((targets == 1) & known).sum(0).double().cpu()
+        labelled += known.sum(0).double().cpu()
+    model.train(was_training)
+
+    count = labelled.clamp_min(1)
+    accuracy = correct / count
+    if positive_rate is None:
+        positive_rate = positives / count
+    majority_is_positive = positive_rate.double().cpu() >= 0.5
+    majority_accuracy = torch.where(majority_is_positive, positives, labelled - positives) / count
+    has_labels = labelled > 0
+    return AttributeMetrics(
+        attribute_names=list(model.attribute_names),
+        accuracy=accuracy.tolist(),
+        majority_accuracy=majority_accuracy.tolist(),
+        mean_accuracy=float(accuracy[has_labels].mean()) if has_labels.any() else float("nan"),
+        mean_majority_accuracy=float(majority_accuracy[has_labels].mean()) if has_labels.any() else float("nan"),
+        val_loss=loss_sum / max(loss_batches, 1),
+    )
+
+
+def train_attribute_net(
+    train_dataset: Dataset,
+    val_dataset: Dataset,
+    config: AttributeTrainConfig | None = None,
+    log_dir: str | os.PathLike | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    attribute_names: Sequence[str] | None = None,
+) -> AttributeMetrics:
+    """Train an AttributeNet with masked binary cross-entropy and report held-out accuracy.
+
+    Datasets yield dicts with "image": (3, H, W) in [0, 1] and "attributes": (A,) floats in
+    {0, 1}, NaN where unknown. attribute_names defaults to `train_dataset.attribute_names` when
+    present, else attr_0..attr_{A-1}. Logs to TensorBoard under log_dir and writes the checkpoint
+    after every epoch when the paths are given. Returns the last epoch's held-out metrics, with
+    the majority baseline taken from the training labels.
+    """
+    config = config if config is not None else AttributeTrainConfig()
+    if config.epochs < 1:
+        raise ValueError("AttributeTrainConfig.epochs must be at least 1")
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    num_attributes = int(train_dataset[0]["attributes"].numel())
+    if attribute_names is None:
+        attribute_names = getattr(train_dataset, "attribute_names", None) or [f"attr_{i}" for i in range(num_attributes)]
+    if len(attribute_names) != num_attributes:
+        raise ValueError(f"{len(attribute_names)} attribute names for {num_attributes} labels per sample")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = AttributeNet(attribute_names, config.image_size, imagenet_init=config.imagenet_init).to(device)
+    loader = make_loader(train_dataset, ("image", "attributes"), config.batch_size, shuffle=True,
+                         num_workers=config.num_workers, seed=config.seed, pin_memory=device.type == "cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = config.epochs * len(loader)
+    warmup_steps = max(1, int(config.warmup_fraction * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
+    writer = open_summary_writer(log_dir)
+
+    positives = torch.zeros(num_attributes, dtype=torch.float64)
+    labelled = torch.zeros(num_attributes, dtype=torch.float64)
+    history, step, metrics = [], 0, None
+    from tqdm.auto import tqdm
+
+    for epoch in range(config.epochs):
+        model.train()
+        loss_sum, batches = 0.0, 0
+        progress = tqdm(loader, desc=f"attributes {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
+        for batch in progress:
+            images, targets = _batch_attributes(batch, config.image_size, device)
+            if epoch == 0:  # the label statistics behind the majority baseline
+                known = ~torch.isnan(targets)
+                positives += ((targets == 1) & known).sum(0).double().cpu()
+                labelled += known.sum(0).double().cpu()
+            loss = masked_bce_loss(model(images), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_value = loss.item()
+            loss_sum, batches, step = loss_sum + loss_value, batches + 1, step + 1
+            progress.set_postfix(loss=f"{loss_value:.4f}")
+            if writer is not None:
+                writer.add_scalar("train/loss", loss_value, step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+
+        metrics = evaluate_attribute_net(
+            model, val_dataset, positives / labelled.clamp_min(1), config.batch_size, config.num_workers
+        )
+        metrics.train_loss = loss_sum / max(batches, 1)
+        metrics.epochs = epoch + 1
+        history.append({"epoch": epoch + 1, "train_loss": metrics.train_loss, "val_loss": metrics.val_loss,
+                        "mean_accuracy": metrics.mean_accuracy})
+        metrics.history = list(history)
+        metrics.seconds = time.perf_counter() - started
+        if writer is not None:
+            writer.add_scalar("val/loss", metrics.val_loss, step)
+            writer.add_scalar("val/mean_accuracy", metrics.mean_accuracy, step)
+            writer.add_scalar("val/mean_majority_accuracy", metrics.mean_majority_accuracy, step)
+            for name, value in zip(metrics.attribute_names, metrics.accuracy):
+                writer.add_scalar(f"val/accuracy/{name}", value, step)
+            writer.flush()
+        if checkpoint_path is not None:
+            save_attribute_net(model, checkpoint_path, metrics.to_dict())
+    if writer is not None:
+        writer.close()
+    return metrics
+
+
+def open_summary_writer(log_dir: str | os.PathLike | None):
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter  # imported lazily: tensorboard is slow to import
+
+    return SummaryWriter(log_dir=str(log_dir))
