@@ -1,6 +1,6 @@
 """Face alignment: 5 landmarks -> similarity transform -> 224 crop, its inverse, and its cache.
 
-Template (the one source of truth is ``TEMPLATE_LANDMARKS5``). Deep3DFaceRecon aligns a photo by
+Template (the one source of truth is ``perception.template.TEMPLATE_LANDMARKS5``). Deep3DFaceRecon aligns a photo by
 fitting its 5 standard 3D landmarks (``similarity_Lm3D_all.mat``: eye centres, nose tip, mouth
 corners, in model units) to the detected ones, rescaling so that one model unit spans 102 px,
 and cropping 224 x 224 around the fitted centre. A landmark (X, Y) of that standard therefore
@@ -38,25 +38,11 @@ import torch.nn.functional as F
 
 from coarse.coefficients import REFERENCE_IMAGE_SIZE
 from data.images import UnreadableImageError, image_to_tensor, read_rgb_image, tensor_to_image
+from perception.template import TEMPLATE_LANDMARKS5
 
 log = logging.getLogger(__name__)
 
 CROP_SIZE = REFERENCE_IMAGE_SIZE  # 224: the regressor's input size
-
-# Deep3D's standard landmarks (x, y) in model units, and its pixels per model unit at 224.
-_DEEP3D_STANDARD_LANDMARKS5 = np.array([
-    [-0.31148657, 0.29036078],   # left eye centre
-    [0.30979887, 0.28972036],    # right eye centre
-    [0.00325350, -0.04617932],   # nose tip
-    [-0.25216928, -0.38133916],  # mouth left corner
-    [0.24846620, -0.38128236],   # mouth right corner
-])
-_DEEP3D_PIXELS_PER_UNIT = 102.0
-
-# (5, 2) pixel positions of the 5 landmarks in a CROP_SIZE crop.
-TEMPLATE_LANDMARKS5 = (CROP_SIZE / 2.0
-                       + _DEEP3D_PIXELS_PER_UNIT * _DEEP3D_STANDARD_LANDMARKS5 * [1.0, -1.0])
-TEMPLATE_LANDMARKS5.setflags(write=False)
 
 
 def template_landmarks5(crop_size: int = CROP_SIZE) -> np.ndarray:

@@ -29,19 +29,12 @@ from torch import nn
 
 from perception import dlib_resnet, facenet
 from perception.facenet import MissingWeightsError  # noqa: F401  (re-exported for callers)
+from perception.template import TEMPLATE_LANDMARKS5
 
 ALIGNED_SIZE = 224
 
-# Deep3DFaceRecon's standard 5 landmarks (util/load_mats.py `load_lm3d`, BFM mean shape) after its alignment:
-# pixel = 112 + 102 * (X, -Y). Order: left eye, right eye (as seen in the image), nose tip, mouth left, right.
-# Pixel-index units (pixel i has its centre at i).
-DEEP3D_TEMPLATE_224 = np.array([
-    [80.228290, 82.383200],
-    [143.599485, 82.448523],
-    [112.331857, 116.710291],
-    [86.278733, 150.896594],
-    [137.343552, 150.890801],
-])
+# The aligned-crop template (pixel-index units); see perception.template.
+DEEP3D_TEMPLATE_224 = TEMPLATE_LANDMARKS5
 
 # dlib's mean face shape (get_face_chip_details) at the same five points, in [0, 1] chip units before padding.
 DLIB_MEAN_FACE_5 = np.array([

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from perception.attributes import (
+from perception.training import (
     CheckpointError,
     open_summary_writer,
     make_loader,
