@@ -26,7 +26,8 @@ class CoefficientPrior:
     max_roll: float = math.radians(10)
     brightness: float = 0.25
     tint: float = 0.05
-    directional_std: float = 0.25
+    directional_std: float = 0.18
+    top_light: float = 0.08           # mean light from above (negative SH y band), as in most photos
     second_order_std: float = 0.06
     max_shift: float = 0.08           # model units in x and y
     max_depth_shift: float = 0.5      # model units in z (towards/away from the camera)
@@ -48,6 +49,7 @@ class CoefficientPrior:
         gamma = torch.zeros(batch, 3, 9)
         gamma[:, :, 0] = uniform(batch, 1) * self.brightness + uniform(batch, 3) * self.tint
         gamma[:, :, 1:4] = (normal(batch, 1, 3) * self.directional_std).expand(batch, 3, 3)
+        gamma[:, :, 1] = gamma[:, :, 1] - self.top_light
         gamma[:, :, 4:] = (normal(batch, 1, 5) * self.second_order_std).expand(batch, 3, 5)
         coeffs[:, C.GAMMA] = gamma.reshape(batch, C.N_GAMMA)
         coeffs[:, C.TRANS] = uniform(batch, 3) * torch.tensor([self.max_shift, self.max_shift, self.max_depth_shift])
