@@ -55,7 +55,7 @@ SMILE_THRESHOLD = 0.5          # `smile` expression coefficient
 MOUTH_OPEN_THRESHOLD = 0.6     # `jaw_open` expression coefficient
 AGED_THRESHOLD = 0.5           # wrinkle level
 STUBBLE_THRESHOLD = 0.3        # stubble level
-DARK_SKIN_LUMINANCE = 0.42     # mean skin albedo luminance below this is "dark_skin"
+DARK_SKIN_LUMINANCE = 0.52     # mean skin albedo luminance below this is "dark_skin" (about the darkest fifth)
 
 
 @dataclass(frozen=True)

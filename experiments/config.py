@@ -62,6 +62,11 @@ class LossWeights:
     id: float = 0.2
     att: float = 0.005
     rob: float = 0.001
+    # Deep3D-style auxiliaries of the coarse stage (landmarks in image-size units, coefficient prior,
+    # skin-albedo flatness).
+    landmark: float = 100.0
+    reg: float = 3e-4
+    reflectance: float = 5e-3
 
 
 @dataclass
@@ -73,7 +78,10 @@ class TrainConfig:
     log_dir: str = "runs/default"
     checkpoint_dir: str = "checkpoints/default"
     log_every: int = 20
-    checkpoint_every: int = 200
+    image_every: int = 100
+    checkpoint_every: int = 100
+    seed: int = 0
+    max_bad_steps: int = 10           # consecutive non-finite losses before giving up
 
 
 @dataclass

@@ -1,0 +1,150 @@
+"""Train the project's own perception networks: the attribute net (FA features) and the parsing net (mask M).
+
+    python -m experiments.perception_nets attributes [--config YAML]   # make attr-net
+    python -m experiments.perception_nets parsing [--config YAML]      # make parsing-net
+
+Data come from the config: SynthFaces by default (attribute labels and skin/occluder masks are ground
+truth), CelebA's 40 attributes with `data.dataset: celeba` and `data.root`. SynthFaces samples are
+rendered once, at the training size, and kept in memory as uint8.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
+from experiments.config import Config, ConfigError, PerceptionTrainConfig, load_config
+from perception.attributes import AttributeTrainConfig, train_attribute_net
+from perception.parsing import ParsingTrainConfig, parsing_labels_from_masks, train_parsing_net
+
+
+class RenderedOnce(Dataset):
+    """Materialise chosen keys of a data set once (images as uint8) so every epoch reuses them."""
+
+    def __init__(self, source: Dataset, keys: tuple[str, ...], description: str):
+        self.keys = keys
+        self.items = []
+        for i in tqdm(range(len(source)), desc=description, unit="img", leave=False):
+            sample = source[i]
+            self.items.append({k: self._pack(sample[k]) for k in keys if k in sample})
+        self.attribute_names = getattr(source, "attribute_names", None)
+
+    @staticmethod
+    def _pack(value):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() == 3:
+            return (value.clamp(0, 1) * 255).round().to(torch.uint8)
+        return value
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        return {k: v.float() / 255 if isinstance(v, torch.Tensor) and v.dtype == torch.uint8 else v for k, v in item.items()}
+
+
+class WithParsingLabels(Dataset):
+    """Adds "parsing" (H, W) class ids from SynthFaces' face and occluder masks."""
+
+    def __init__(self, source: Dataset):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.source[index]
+        return {"image": s["image"], "parsing": parsing_labels_from_masks(s["face_mask"][0], s["occluder_mask"][0])}
+
+
+def _synthfaces(cfg: Config, train: PerceptionTrainConfig, split: str, size: int) -> SynthFaces:
+    config = SynthFacesConfig(image_size=train.image_size, occlusion_prob=cfg.data.occlusion_prob)
+    return SynthFaces(split, size=size, seed=cfg.data.synth_seed, config=config)
+
+
+def attribute_datasets(cfg: Config) -> tuple[Dataset, Dataset, tuple[str, ...]]:
+    train = cfg.perception.attributes_train
+    if cfg.data.dataset == "synthfaces":
+        sets = [RenderedOnce(_synthfaces(cfg, train, split, n), ("image", "attributes"), f"render {split}")
+                for split, n in (("train", train.train_size), ("val", train.val_size))]
+        return sets[0], sets[1], SYNTHFACES_ATTRIBUTES
+    if cfg.data.dataset == "celeba":
+        from data.celeba import CELEBA_ATTRIBUTES, CelebAFaces
+
+        if not cfg.data.root:
+            raise ConfigError("data.root: set it to the CelebA folder to train attributes on CelebA")
+        return CelebAFaces(cfg.data.root, "train"), CelebAFaces(cfg.data.root, "val"), CELEBA_ATTRIBUTES
+    raise ConfigError(f"data.dataset: the attribute net trains on synthfaces or celeba, not '{cfg.data.dataset}'")
+
+
+def parsing_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
+    train = cfg.perception.parsing_train
+    if cfg.data.dataset != "synthfaces":
+        raise ConfigError(f"data.dataset: the parsing net trains on synthfaces; '{cfg.data.dataset}' has no masks")
+    return tuple(
+        RenderedOnce(WithParsingLabels(_synthfaces(cfg, train, split, n)), ("image", "parsing"), f"render {split}")
+        for split, n in (("train", train.train_size), ("val", train.val_size))
+    )
+
+
+def train_attributes(cfg: Config) -> dict:
+    t = cfg.perception.attributes_train
+    train_set, val_set, names = attribute_datasets(cfg)
+    metrics = train_attribute_net(
+        train_set, val_set,
+        AttributeTrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, image_size=t.image_size, device=t.device),
+        log_dir=Path("runs") / cfg.name / "attributes", checkpoint_path=cfg.perception.attributes_checkpoint,
+        attribute_names=names,
+    )
+    print(f"attribute net: held-out mean accuracy {metrics.mean_accuracy:.3f} "
+          f"(majority baseline {metrics.mean_majority_accuracy:.3f}) -> {cfg.perception.attributes_checkpoint}")
+    for name, acc, base in zip(metrics.attribute_names, metrics.accuracy, metrics.majority_accuracy):
+        print(f"  {name:<12} {acc:.3f}  (baseline {base:.3f})")
+    return metrics.to_dict()
+
+
+def train_parsing(cfg: Config) -> dict:
+    t = cfg.perception.parsing_train
+    train_set, val_set = parsing_datasets(cfg)
+    metrics = train_parsing_net(
+        train_set, val_set,
+        ParsingTrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, image_size=t.image_size, device=t.device),
+        log_dir=Path("runs") / cfg.name / "parsing", checkpoint_path=cfg.perception.parsing_checkpoint,
+    )
+    print(f"parsing net: held-out mean IoU {metrics.mean_iou:.3f} (majority baseline {metrics.majority_mean_iou:.3f}), "
+          f"pixel accuracy {metrics.pixel_accuracy:.3f} (baseline {metrics.majority_pixel_accuracy:.3f}) "
+          f"-> {cfg.perception.parsing_checkpoint}")
+    return metrics.to_dict()
+
+
+def ensure_perception_nets(cfg: Config) -> None:
+    """Train whichever of the two nets has no checkpoint yet (called by `make train`)."""
+    if not Path(cfg.perception.attributes_checkpoint).is_file():
+        print(f"no attribute net at {cfg.perception.attributes_checkpoint}: training it first")
+        train_attributes(cfg)
+    if not Path(cfg.perception.parsing_checkpoint).is_file():
+        print(f"no parsing net at {cfg.perception.parsing_checkpoint}: training it first")
+        train_parsing(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("net", choices=("attributes", "parsing"))
+    parser.add_argument("--config", default="experiments/configs/default.yaml")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        (train_attributes if args.net == "attributes" else train_parsing)(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
