@@ -2,6 +2,7 @@
 
     python -m data.prepare celeba   CELEBA_DIR
     python -m data.prepare aflw2000 AFLW_DIR
+    python -m data.prepare celebamask_hq CELEBAMASK_DIR
     python -m data.prepare folder   DIR
 
 Each run reads every photo, runs MTCNN, aligns the largest face (``data.align``) and writes
@@ -28,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from data import aflw2000, celeba
+from data import aflw2000, celeba, celebamask_hq
 from data.align import (ALIGNED, NO_FACE, UNREADABLE, AlignmentCache, AlignmentCacheError,
                         align_image_file, existing_cache_path, record_from_landmarks,
                         writable_cache_path)
@@ -168,6 +169,8 @@ def _dataset_files(kind: str, root: Path):
     if kind == "aflw2000":
         return ("AFLW2000", aflw2000.list_aflw_images(root),
                 lambda relative_path: aflw2000.annotated_landmarks5(root, relative_path))
+    if kind == "celebamask_hq":
+        return "CelebAMask-HQ", celebamask_hq.list_celebamask_images(root), None
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: folder not found; {FOLDER_HINT}")
     files = list_image_files(root)
@@ -178,7 +181,7 @@ def _dataset_files(kind: str, root: Path):
 
 
 HINTS = {"celeba": celeba.DOWNLOAD_HINT, "aflw2000": aflw2000.DOWNLOAD_HINT,
-         "folder": FOLDER_HINT}
+         "celebamask_hq": celebamask_hq.DOWNLOAD_HINT, "folder": FOLDER_HINT}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

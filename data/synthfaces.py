@@ -39,10 +39,10 @@ from torch.utils.data import Dataset
 
 from augment.occluders import OCCLUDER_KINDS, composite, sample_background, sample_occluder
 from coarse import coefficients as C
-from coarse.face_model import assemble_face, camera_for
+from coarse.face_model import assemble_face
 from coarse.morphable_model import MorphableModel
 from coarse.priors import CoefficientPrior
-from data.face_detail import DETAIL_LABEL_NAMES, DetailConfig, sample_detail
+from data.face_detail import DetailConfig, sample_detail
 from perception.template import ALIGNED_CROP_SIZE, TEMPLATE_LANDMARKS5
 from render.rasterizer import interpolate, rasterize
 

@@ -4,7 +4,8 @@
     python -m experiments.perception_nets parsing [--config YAML]      # make parsing-net
 
 Data come from the config: SynthFaces by default (attribute labels and skin/occluder masks are ground
-truth), CelebA's 40 attributes with `data.dataset: celeba` and `data.root`. SynthFaces samples are
+truth), CelebA's 40 attributes with `data.dataset: celeba`, CelebAMask-HQ's masks with
+`data.dataset: celebamask_hq` (and `data.root`). SynthFaces samples are
 rendered once, at the training size, and kept in memory as uint8.
 """
 from __future__ import annotations
@@ -84,8 +85,15 @@ def attribute_datasets(cfg: Config) -> tuple[Dataset, Dataset, tuple[str, ...]]:
 
 def parsing_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     train = cfg.perception.parsing_train
+    if cfg.data.dataset == "celebamask_hq":
+        from data.celebamask_hq import CelebAMaskHQFaces
+
+        if not cfg.data.root:
+            raise ConfigError("data.root: set it to the CelebAMask-HQ folder to train the parsing net on it")
+        return CelebAMaskHQFaces(cfg.data.root, "train"), CelebAMaskHQFaces(cfg.data.root, "val")
     if cfg.data.dataset != "synthfaces":
-        raise ConfigError(f"data.dataset: the parsing net trains on synthfaces; '{cfg.data.dataset}' has no masks")
+        raise ConfigError(f"data.dataset: the parsing net trains on synthfaces or celebamask_hq; "
+                          f"'{cfg.data.dataset}' has no masks")
     return tuple(
         RenderedOnce(WithParsingLabels(_synthfaces(cfg, train, split, n)), ("image", "parsing"), f"render {split}")
         for split, n in (("train", train.train_size), ("val", train.val_size))

@@ -5,8 +5,8 @@ where the input shows skin, not hair, glasses, hands or background. The U-Net co
 segmentation-models-pytorch with a ResNet-18/34 encoder and no pretrained weights (nothing is
 downloaded); the project trains it on SynthFaces masks, or the user on CelebAMask-HQ.
 
-Class ids (the single source of truth; datasets build labels with `parsing_labels_from_masks`):
-    BACKGROUND = 0, SKIN = 1, OCCLUDER = 2; IGNORE_INDEX = -1 marks unlabelled pixels.
+Class ids live in `perception.parsing_classes` (BACKGROUND = 0, SKIN = 1, OCCLUDER = 2; IGNORE_INDEX = -1
+marks unlabelled pixels); SynthFaces labels come from `parsing_labels_from_masks`.
 """
 from __future__ import annotations
 
@@ -31,13 +31,7 @@ from perception.training import (
     save_checkpoint_atomic,
     warmup_cosine,
 )
-
-BACKGROUND = 0
-SKIN = 1
-OCCLUDER = 2
-CLASS_NAMES: tuple[str, ...] = ("background", "skin", "occluder")  # indexed by class id
-NUM_CLASSES = len(CLASS_NAMES)
-IGNORE_INDEX = -1
+from perception.parsing_classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, OCCLUDER, SKIN  # noqa: F401
 
 ENCODERS: tuple[str, ...] = ("resnet18", "resnet34")
 ENCODER_STRIDE = 32  # the U-Net needs sides divisible by this; forward pads to it
