@@ -10,3 +10,8 @@ __all__ = [
     "compute_albedo", "compute_normals", "compute_shape", "rotation_matrix", "MorphableModel",
     "build_point_buf", "CheckpointError", "CoarseRegressor", "load_deep3d_checkpoint",
 ]
+from coarse.load_model import load_morphable_model
+from coarse.priors import CoefficientPrior, neutral_coefficients
+from coarse.synthface import DEFAULT_RESOLUTION, build_synthface
+
+__all__ += ["load_morphable_model", "CoefficientPrior", "neutral_coefficients", "DEFAULT_RESOLUTION", "build_synthface"]

@@ -62,12 +62,16 @@ class MorphableModel:
         return self.mean_shape.device
 
     def to(self, device: torch.device | str) -> "MorphableModel":
-        changes = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        """A copy with every tensor (extras' too, one dict level deep) on `device`."""
+
+        def move(value):
             if isinstance(value, torch.Tensor):
-                changes[f.name] = value.to(device)
-        return replace(self, **changes)
+                return value.to(device)
+            if isinstance(value, dict):
+                return {k: move(v) for k, v in value.items()}
+            return value
+
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
     def landmarks5_from_68(self, points68: torch.Tensor) -> torch.Tensor:
         """points68: (..., 68, D) -> (..., 5, D) eye centres, nose tip, mouth corners."""

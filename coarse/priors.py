@@ -19,7 +19,7 @@ class CoefficientPrior:
     """
 
     id_std: float = 1.0
-    exp_std: float = 0.8
+    exp_std: float = 0.6
     tex_std: float = 1.0
     max_yaw: float = math.radians(45)
     max_pitch: float = math.radians(15)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
@@ -27,12 +27,13 @@ from perception.parsing import ParsingTrainConfig, parsing_labels_from_masks, tr
 class RenderedOnce(Dataset):
     """Materialise chosen keys of a data set once (images as uint8) so every epoch reuses them."""
 
-    def __init__(self, source: Dataset, keys: tuple[str, ...], description: str):
+    def __init__(self, source: Dataset, keys: tuple[str, ...], description: str, num_workers: int = 2):
         self.keys = keys
-        self.items = []
-        for i in tqdm(range(len(source)), desc=description, unit="img", leave=False):
-            sample = source[i]
-            self.items.append({k: self._pack(sample[k]) for k in keys if k in sample})
+        # Worker processes render in parallel, one torch thread each (many small ops thrash when threads
+        # outnumber cores).
+        loader = DataLoader(source, batch_size=None, num_workers=num_workers,
+                            collate_fn=lambda sample: {k: self._pack(sample[k]) for k in keys if k in sample})
+        self.items = list(tqdm(loader, total=len(source), desc=description, unit="img", leave=False))
         self.attribute_names = getattr(source, "attribute_names", None)
 
     @staticmethod
@@ -71,7 +72,8 @@ def _synthfaces(cfg: Config, train: PerceptionTrainConfig, split: str, size: int
 def attribute_datasets(cfg: Config) -> tuple[Dataset, Dataset, tuple[str, ...]]:
     train = cfg.perception.attributes_train
     if cfg.data.dataset == "synthfaces":
-        sets = [RenderedOnce(_synthfaces(cfg, train, split, n), ("image", "attributes"), f"render {split}")
+        sets = [RenderedOnce(_synthfaces(cfg, train, split, n), ("image", "attributes"), f"render {split}",
+                             cfg.data.num_workers)
                 for split, n in (("train", train.train_size), ("val", train.val_size))]
         return sets[0], sets[1], SYNTHFACES_ATTRIBUTES
     if cfg.data.dataset == "celeba":
@@ -95,7 +97,8 @@ def parsing_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         raise ConfigError(f"data.dataset: the parsing net trains on synthfaces or celebamask_hq; "
                           f"'{cfg.data.dataset}' has no masks")
     return tuple(
-        RenderedOnce(WithParsingLabels(_synthfaces(cfg, train, split, n)), ("image", "parsing"), f"render {split}")
+        RenderedOnce(WithParsingLabels(_synthfaces(cfg, train, split, n)), ("image", "parsing"), f"render {split}",
+                     cfg.data.num_workers)
         for split, n in (("train", train.train_size), ("val", train.val_size))
     )
 
