@@ -10,7 +10,6 @@ The training pieces it shares with the parsing network live in `perception.train
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,20 +20,9 @@ import torchvision
 from torch import nn
 from torch.utils.data import Dataset
 
-from perception.training import (  # noqa: F401  (CheckpointError is re-exported for callers)
-    CheckpointError, make_loader, normalize_imagenet, open_summary_writer, read_checkpoint, resize_images,
-    resolve_device, save_checkpoint_atomic, warmup_cosine,
-)
-
-# CelebA's 40 binary attributes, in list_attr_celeba.txt column order.
-CELEBA_ATTRIBUTES: tuple[str, ...] = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
-    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
-    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
-    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
-    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
-    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
-    "Wearing_Necktie", "Young",
+from perception.training import (  # noqa: F401  (CheckpointError and save_checkpoint_atomic are re-exported for callers)
+    CheckpointError, check_epochs, fit, make_loader, network_checkpoint, normalize_imagenet, read_checkpoint,
+    resize_images, restore_weights, save_checkpoint_atomic,
 )
 
 FEATURE_DIM = 512
@@ -97,26 +85,14 @@ class AttributeNet(nn.Module):
 
 def save_attribute_net(model: AttributeNet, path: str | os.PathLike, metrics: dict | None = None) -> Path:
     """Write the weights, attribute names, input size and optional metrics atomically."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "attribute_names": list(model.attribute_names),
-        "image_size": model.image_size,
-        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
-        "metrics": metrics or {},
-    }
-    return save_checkpoint_atomic(payload, path)
+    description = {"attribute_names": list(model.attribute_names), "image_size": model.image_size}
+    return save_checkpoint_atomic(network_checkpoint(model, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, description, metrics), path)
 
 
 def load_attribute_net(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttributeNet:
     """Rebuild an AttributeNet from a checkpoint written by save_attribute_net (in eval mode)."""
     payload = read_checkpoint(path, CHECKPOINT_FORMAT, map_location)
-    model = AttributeNet(payload["attribute_names"], image_size=payload["image_size"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError:
-        raise CheckpointError(f"{path}: weights do not match an AttributeNet; the file is damaged or from another version") from None
-    return model.to(map_location).eval()
+    return restore_weights(AttributeNet(payload["attribute_names"], image_size=payload["image_size"]), payload, path, map_location)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,72 +219,39 @@ def train_attribute_net(
     the majority baseline taken from the training labels.
     """
     config = config if config is not None else AttributeTrainConfig()
-    if config.epochs < 1:
-        raise ValueError("AttributeTrainConfig.epochs must be at least 1")
-    started = time.perf_counter()
-    device = resolve_device(config.device)
+    check_epochs(config)
     num_attributes = int(train_dataset[0]["attributes"].numel())
     if attribute_names is None:
         attribute_names = getattr(train_dataset, "attribute_names", None) or [f"attr_{i}" for i in range(num_attributes)]
     if len(attribute_names) != num_attributes:
         raise ValueError(f"{len(attribute_names)} attribute names for {num_attributes} labels per sample")
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = AttributeNet(attribute_names, config.image_size, imagenet_init=config.imagenet_init).to(device)
-    loader = make_loader(train_dataset, ("image", "attributes"), config.batch_size, shuffle=True,
-                         num_workers=config.num_workers, seed=config.seed, pin_memory=device.type == "cuda")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * len(loader)
-    warmup_steps = max(1, int(config.warmup_fraction * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
-    writer = open_summary_writer(log_dir)
-
+    # Training-label statistics behind the majority baseline, gathered during the first epoch.
     positives = torch.zeros(num_attributes, dtype=torch.float64)
     labelled = torch.zeros(num_attributes, dtype=torch.float64)
-    history, step, metrics = [], 0, None
-    from tqdm.auto import tqdm
 
-    for epoch in range(config.epochs):
-        model.train()
-        loss_sum, batches = 0.0, 0
-        progress = tqdm(loader, desc=f"attributes {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
-        for batch in progress:
-            images, targets = _batch_attributes(batch, config.image_size, device)
-            if epoch == 0:  # the label statistics behind the majority baseline
-                known = ~torch.isnan(targets)
-                positives += ((targets == 1) & known).sum(0).double().cpu()
-                labelled += known.sum(0).double().cpu()
-            loss = masked_bce_loss(model(images), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_value = loss.item()
-            loss_sum, batches, step = loss_sum + loss_value, batches + 1, step + 1
-            progress.set_postfix(loss=f"{loss_value:.4f}")
-            if writer is not None:
-                writer.add_scalar("train/loss", loss_value, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+    def prepare_batch(batch: dict, device: torch.device, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = _batch_attributes(batch, config.image_size, device)
+        if epoch == 0:
+            known = ~torch.isnan(targets)
+            positives.add_(((targets == 1) & known).sum(0).double().cpu())
+            labelled.add_(known.sum(0).double().cpu())
+        return images, targets
 
-        metrics = evaluate_attribute_net(
-            model, val_dataset, positives / labelled.clamp_min(1), config.batch_size, config.num_workers
-        )
-        metrics.train_loss = loss_sum / max(batches, 1)
-        metrics.epochs = epoch + 1
-        history.append({"epoch": epoch + 1, "train_loss": metrics.train_loss, "val_loss": metrics.val_loss,
-                        "mean_accuracy": metrics.mean_accuracy})
-        metrics.history = list(history)
-        metrics.seconds = time.perf_counter() - started
-        if writer is not None:
-            writer.add_scalar("val/loss", metrics.val_loss, step)
-            writer.add_scalar("val/mean_accuracy", metrics.mean_accuracy, step)
-            writer.add_scalar("val/mean_majority_accuracy", metrics.mean_majority_accuracy, step)
-            for name, value in zip(metrics.attribute_names, metrics.accuracy):
-                writer.add_scalar(f"val/accuracy/{name}", value, step)
-            writer.flush()
-        if checkpoint_path is not None:
-            save_attribute_net(model, checkpoint_path, metrics.to_dict())
-    if writer is not None:
-        writer.close()
-    return metrics
+    def evaluate(model: AttributeNet) -> AttributeMetrics:
+        return evaluate_attribute_net(model, val_dataset, positives / labelled.clamp_min(1), config.batch_size, config.num_workers)
+
+    def validation_scalars(metrics: AttributeMetrics) -> dict[str, float]:
+        return {"mean_accuracy": metrics.mean_accuracy, "mean_majority_accuracy": metrics.mean_majority_accuracy,
+                **{f"accuracy/{name}": value for name, value in zip(metrics.attribute_names, metrics.accuracy)}}
+
+    def save_checkpoint(model: AttributeNet, metrics: AttributeMetrics) -> None:
+        save_attribute_net(model, checkpoint_path, metrics.to_dict())
+
+    return fit(
+        config,
+        lambda: AttributeNet(attribute_names, config.image_size, imagenet_init=config.imagenet_init),
+        train_dataset, ("image", "attributes"), prepare_batch, masked_bce_loss, evaluate,
+        description="attributes", headline="mean_accuracy", validation_scalars=validation_scalars,
+        log_dir=log_dir, save_checkpoint=save_checkpoint if checkpoint_path is not None else None,
+    )

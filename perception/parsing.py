@@ -11,8 +11,8 @@ marks unlabelled pixels); SynthFaces labels come from `parsing_labels_from_masks
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -23,13 +23,15 @@ from torch.utils.data import Dataset
 
 from perception.training import (
     CheckpointError,
-    open_summary_writer,
+    check_epochs,
+    fit,
     make_loader,
+    network_checkpoint,
     normalize_imagenet,
     read_checkpoint,
-    resolve_device,
+    resize_images,
+    restore_weights,
     save_checkpoint_atomic,
-    warmup_cosine,
 )
 from perception.parsing_classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, OCCLUDER, SKIN  # noqa: F401
 
@@ -101,16 +103,8 @@ class ParsingNet(nn.Module):
 
 def save_parsing_net(model: ParsingNet, path: str | os.PathLike, metrics: dict | None = None) -> Path:
     """Write the weights, encoder, class names, input size and optional metrics atomically."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "encoder": model.encoder_name,
-        "class_names": list(CLASS_NAMES),
-        "image_size": model.image_size,
-        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
-        "metrics": metrics or {},
-    }
-    return save_checkpoint_atomic(payload, path)
+    description = {"encoder": model.encoder_name, "class_names": list(CLASS_NAMES), "image_size": model.image_size}
+    return save_checkpoint_atomic(network_checkpoint(model, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, description, metrics), path)
 
 
 def load_parsing_net(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ParsingNet:
@@ -118,12 +112,7 @@ def load_parsing_net(path: str | os.PathLike, map_location: str | torch.device =
     payload = read_checkpoint(path, CHECKPOINT_FORMAT, map_location)
     if tuple(payload.get("class_names", ())) != CLASS_NAMES:
         raise CheckpointError(f"{path}: classes {payload.get('class_names')} differ from {list(CLASS_NAMES)}; re-train it")
-    model = ParsingNet(payload["encoder"], image_size=payload["image_size"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError:
-        raise CheckpointError(f"{path}: weights do not match a ParsingNet; the file is damaged or from another version") from None
-    return model.to(map_location).eval()
+    return restore_weights(ParsingNet(payload["encoder"], image_size=payload["image_size"]), payload, path, map_location)
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,10 +161,8 @@ class ParsingMetrics:
 
 
 def _batch_parsing(batch: dict, image_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    images = batch["image"].to(device, torch.float32)
+    images = resize_images(batch["image"].to(device, torch.float32), image_size)
     labels = batch["parsing"].to(device, torch.long)
-    if images.shape[-2:] != (image_size, image_size):
-        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
     if labels.shape[-2:] != (image_size, image_size):
         labels = F.interpolate(labels[:, None].float(), size=(image_size, image_size), mode="nearest")[:, 0].long()
     return images, labels
@@ -265,64 +252,31 @@ def train_parsing_net(
     the majority-class baseline taken from the training labels.
     """
     config = config if config is not None else ParsingTrainConfig()
-    if config.epochs < 1:
-        raise ValueError("ParsingTrainConfig.epochs must be at least 1")
-    started = time.perf_counter()
-    device = resolve_device(config.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = ParsingNet(config.encoder, config.image_size).to(device)
-    loader = make_loader(train_dataset, ("image", "parsing"), config.batch_size, shuffle=True,
-                         num_workers=config.num_workers, seed=config.seed, pin_memory=device.type == "cuda")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * len(loader)
-    warmup_steps = max(1, int(config.warmup_fraction * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
-    writer = open_summary_writer(log_dir)
+    check_epochs(config)
+    class_counts = torch.zeros(NUM_CLASSES, dtype=torch.long)  # training labels, behind the majority baseline
 
-    class_counts = torch.zeros(NUM_CLASSES, dtype=torch.long)
-    history, step, metrics = [], 0, None
-    from tqdm.auto import tqdm
+    def prepare_batch(batch: dict, device: torch.device, epoch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        images, labels = _batch_parsing(batch, config.image_size, device)
+        if epoch == 0:
+            class_counts.add_(torch.bincount(labels[labels != IGNORE_INDEX], minlength=NUM_CLASSES).cpu())
+        if not (labels != IGNORE_INDEX).any():
+            return None
+        return images, labels
 
-    for epoch in range(config.epochs):
-        model.train()
-        loss_sum, batches = 0.0, 0
-        progress = tqdm(loader, desc=f"parsing {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
-        for batch in progress:
-            images, labels = _batch_parsing(batch, config.image_size, device)
-            if epoch == 0:  # the class frequencies behind the majority baseline
-                class_counts += torch.bincount(labels[labels != IGNORE_INDEX], minlength=NUM_CLASSES).cpu()
-            if not (labels != IGNORE_INDEX).any():
-                continue
-            loss = F.cross_entropy(model(images), labels, ignore_index=IGNORE_INDEX)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_value = loss.item()
-            loss_sum, batches, step = loss_sum + loss_value, batches + 1, step + 1
-            progress.set_postfix(loss=f"{loss_value:.4f}")
-            if writer is not None:
-                writer.add_scalar("train/loss", loss_value, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+    def evaluate(model: ParsingNet) -> ParsingMetrics:
+        return evaluate_parsing_net(model, val_dataset, int(class_counts.argmax()), config.batch_size, config.num_workers)
 
-        metrics = evaluate_parsing_net(model, val_dataset, int(class_counts.argmax()), config.batch_size, config.num_workers)
-        metrics.train_loss = loss_sum / max(batches, 1)
-        metrics.epochs = epoch + 1
-        history.append({"epoch": epoch + 1, "train_loss": metrics.train_loss, "val_loss": metrics.val_loss,
-                        "mean_iou": metrics.mean_iou})
-        metrics.history = list(history)
-        metrics.seconds = time.perf_counter() - started
-        if writer is not None:
-            writer.add_scalar("val/loss", metrics.val_loss, step)
-            writer.add_scalar("val/mean_iou", metrics.mean_iou, step)
-            writer.add_scalar("val/majority_mean_iou", metrics.majority_mean_iou, step)
-            writer.add_scalar("val/pixel_accuracy", metrics.pixel_accuracy, step)
-            for name, value in zip(metrics.class_names, metrics.iou):
-                writer.add_scalar(f"val/iou/{name}", value, step)
-            writer.flush()
-        if checkpoint_path is not None:
-            save_parsing_net(model, checkpoint_path, metrics.to_dict())
-    if writer is not None:
-        writer.close()
-    return metrics
+    def validation_scalars(metrics: ParsingMetrics) -> dict[str, float]:
+        return {"mean_iou": metrics.mean_iou, "majority_mean_iou": metrics.majority_mean_iou,
+                "pixel_accuracy": metrics.pixel_accuracy,
+                **{f"iou/{name}": value for name, value in zip(metrics.class_names, metrics.iou)}}
+
+    def save_checkpoint(model: ParsingNet, metrics: ParsingMetrics) -> None:
+        save_parsing_net(model, checkpoint_path, metrics.to_dict())
+
+    return fit(
+        config, lambda: ParsingNet(config.encoder, config.image_size),
+        train_dataset, ("image", "parsing"), prepare_batch, partial(F.cross_entropy, ignore_index=IGNORE_INDEX), evaluate,
+        description="parsing", headline="mean_iou", validation_scalars=validation_scalars,
+        log_dir=log_dir, save_checkpoint=save_checkpoint if checkpoint_path is not None else None,
+    )

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from augment.occluders import composite, sample_background, sample_occluder
+from augment.occluders import composite, sample_occluder
+from data.celeba import CELEBA_ATTRIBUTES
 from perception.attributes import (
-    CELEBA_ATTRIBUTES,
     AttributeNet,
     AttributeTrainConfig,
     CheckpointError,
@@ -17,51 +17,29 @@ from perception.attributes import (
     save_checkpoint_atomic,
     train_attribute_net,
 )
+from tests.procedural_faces import draw_face as draw_procedural_face
+from tests.procedural_faces import one_thread, uniform  # noqa: F401  (one_thread: autouse fixture)
 
 SIZE = 64
 ATTRIBUTE_NAMES = ("glasses", "mask", "dark_skin")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a shared 2-core machine one thread avoids OpenMP oversubscription stalls.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def draw_face(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A skin-toned ellipse with eyes on a random background, with glasses and/or a mask pasted
-    on at random. Returns image (3, SIZE, SIZE) and labels (glasses, mask, dark skin) in {0, 1}."""
-    def uniform(low=0.0, high=1.0):
-        return low + (high - low) * float(torch.rand((), generator=generator))
-
-    image = sample_background(SIZE, generator)
-    cx, cy = SIZE * uniform(0.45, 0.55), SIZE * uniform(0.5, 0.56)  # roughly aligned, like real crops
-    rx = SIZE * uniform(0.3, 0.36)
-    ry = rx * uniform(1.2, 1.3)
-    dark = uniform() < 0.5
-    tone = torch.tensor((0.42, 0.28, 0.18) if dark else (0.9, 0.72, 0.6)) + 0.1 * (torch.rand(3, generator=generator) - 0.5)
-    coords = torch.arange(SIZE, dtype=torch.float32) + 0.5
-    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-    face = ((1 - torch.sqrt(((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2)) * rx + 0.5).clamp(0, 1)
-    image = composite(image, tone[:, None, None].expand(3, SIZE, SIZE), face[None])
-    landmarks = torch.tensor([(cx - 0.38 * rx, cy - 0.15 * ry), (cx + 0.38 * rx, cy - 0.15 * ry), (cx, cy + 0.15 * ry),
-                              (cx - 0.3 * rx, cy + 0.45 * ry), (cx + 0.3 * rx, cy + 0.45 * ry)])
-    for x, y in landmarks[:2].tolist():
-        image = composite(image, torch.zeros(3, SIZE, SIZE), (torch.hypot(xs - x, ys - y) < 0.07 * rx).float()[None])
+    """A procedural face with eyes, with glasses and/or a mask pasted on at random.
+    Returns image (3, SIZE, SIZE) and labels (glasses, mask, dark skin) in {0, 1}."""
+    face = draw_procedural_face(generator, SIZE, eyes=True)
+    image = face.image
     labels = []
     for kind in ("glasses", "mask"):
-        present = uniform() < 0.5
+        present = uniform(generator) < 0.5
         labels.append(float(present))
         if present:
-            layer = sample_occluder(kind, SIZE, generator, landmarks)
+            layer = sample_occluder(kind, SIZE, generator, face.landmarks)
             image = composite(image, layer.rgb, layer.alpha)
-    if uniform() < 0.3:  # a distractor that no label describes
-        layer = sample_occluder(("hair", "noise", "texture", "hand")[int(uniform() * 4)], SIZE, generator, landmarks)
+    if uniform(generator) < 0.3:  # a distractor that no label describes
+        layer = sample_occluder(("hair", "noise", "texture", "hand")[int(uniform(generator) * 4)], SIZE, generator, face.landmarks)
         image = composite(image, layer.rgb, layer.alpha)
-    return image, torch.tensor(labels + [float(dark)])
+    return image, torch.tensor(labels + [float(face.dark_skin)])
 
 
 class ProceduralFaceAttributes(Dataset):

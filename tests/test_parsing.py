@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from augment.occluders import OCCLUDER_KINDS, composite, sample_background, sample_occluder
+from augment.occluders import OCCLUDER_KINDS, composite, sample_occluder
 from perception.attributes import CheckpointError, save_checkpoint_atomic
 from perception.parsing import (
     BACKGROUND,
@@ -20,43 +20,23 @@ from perception.parsing import (
     save_parsing_net,
     train_parsing_net,
 )
+from tests.procedural_faces import draw_face as draw_procedural_face
+from tests.procedural_faces import one_thread, uniform  # noqa: F401  (one_thread: autouse fixture)
 
 SIZE = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a shared 2-core machine one thread avoids OpenMP oversubscription stalls.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def draw_face(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A skin-toned ellipse on a random background with 0-2 random occluders pasted on.
-    Returns image (3, SIZE, SIZE) and parsing labels (SIZE, SIZE) from the drawn face and alphas."""
-    def uniform(low=0.0, high=1.0):
-        return low + (high - low) * float(torch.rand((), generator=generator))
-
-    image = sample_background(SIZE, generator)
-    cx, cy = SIZE * uniform(0.45, 0.55), SIZE * uniform(0.5, 0.56)
-    rx = SIZE * uniform(0.3, 0.36)
-    ry = rx * uniform(1.2, 1.3)
-    tone = torch.tensor((0.42, 0.28, 0.18) if uniform() < 0.5 else (0.9, 0.72, 0.6))
-    tone = tone + 0.1 * (torch.rand(3, generator=generator) - 0.5)
-    coords = torch.arange(SIZE, dtype=torch.float32) + 0.5
-    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-    face = ((1 - torch.sqrt(((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2)) * rx + 0.5).clamp(0, 1)
-    image = composite(image, tone[:, None, None].expand(3, SIZE, SIZE), face[None])
-    landmarks = torch.tensor([(cx - 0.38 * rx, cy - 0.15 * ry), (cx + 0.38 * rx, cy - 0.15 * ry), (cx, cy + 0.15 * ry),
-                              (cx - 0.3 * rx, cy + 0.45 * ry), (cx + 0.3 * rx, cy + 0.45 * ry)])
+    """A procedural face with 0-2 random occluders pasted on. Returns image (3, SIZE, SIZE) and
+    parsing labels (SIZE, SIZE) from the drawn face and alphas."""
+    face = draw_procedural_face(generator, SIZE)
+    image = face.image
     occluder_alpha = torch.zeros(SIZE, SIZE)
-    for _ in range(int(uniform() * 3)):
-        layer = sample_occluder(OCCLUDER_KINDS[int(uniform() * len(OCCLUDER_KINDS))], SIZE, generator, landmarks)
+    for _ in range(int(uniform(generator) * 3)):
+        layer = sample_occluder(OCCLUDER_KINDS[int(uniform(generator) * len(OCCLUDER_KINDS))], SIZE, generator, face.landmarks)
         image = composite(image, layer.rgb, layer.alpha)
         occluder_alpha = 1 - (1 - occluder_alpha) * (1 - layer.alpha[0])
-    return image, parsing_labels_from_masks(face, occluder_alpha)
+    return image, parsing_labels_from_masks(face.face_alpha, occluder_alpha)
 
 
 class ProceduralFaceParsing(Dataset):
