@@ -27,7 +27,7 @@ class DataConfig:
     image_size: int = 224
     synth_seed: int = 0
     train_size: int = 20000
-    val_size: int = 512
+    val_size: int = 64
     test_size: int = 512
     occlusion_prob: float = 0.5
     num_workers: int = 2
@@ -39,7 +39,7 @@ class PerceptionTrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     image_size: int = 112
-    train_size: int = 4000
+    train_size: int = 3000
     val_size: int = 512
     device: str = "auto"
 
@@ -71,7 +71,7 @@ class LossWeights:
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
     device: str = "auto"

@@ -8,16 +8,13 @@ the backbone's own chips (dlib: 150x150 chips as dlib's get_face_chip makes them
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from data.align import ALIGNED, align_photo, warp_to_crop
+from data.align import ALIGNED, align_photo, warp_to_crop, write_json_atomically
 from data.images import UnreadableImageError, image_to_tensor, read_rgb_image
 from perception.detect import DetectorUnavailableError, FaceDetector
 from perception.facenet import MissingWeightsError
@@ -54,14 +51,6 @@ def embed(net, faces: torch.Tensor, aligned: bool) -> torch.Tensor:
         return net(faces)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", type=Path)
@@ -85,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {path}: {note}", file=sys.stderr)
     print(f"{cosine:.4f}")
     if args.json:
-        write_json_atomic(args.json, {str(args.a): embeddings[0].tolist(), str(args.b): embeddings[1].tolist(), "cosine": cosine})
+        write_json_atomically(args.json, {str(args.a): embeddings[0].tolist(), str(args.b): embeddings[1].tolist(), "cosine": cosine})
     return 0
 
 
