@@ -213,7 +213,8 @@ def train(cfg: Config, fresh: bool = False) -> dict:
         batch = _to(batch, device)
         coeffs = regressor(batch["image"])
         loss, terms, visuals = objective(coeffs, batch)
-        if not math.isfinite(float(loss)):
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
             bad += 1
             optimiser.zero_grad(set_to_none=True)
             print(f"step {step}: non-finite loss ({terms}); skipped ({bad}/{t.max_bad_steps} in a row)", file=sys.stderr)
@@ -230,9 +231,9 @@ def train(cfg: Config, fresh: bool = False) -> dict:
         optimiser.step()
         step += 1
         last_terms = terms
-        progress.set_postfix(loss=f"{float(loss):.4f}", photo=f"{terms['photo']:.3f}")
+        progress.set_postfix(loss=f"{loss_value:.4f}", photo=f"{terms['photo']:.3f}")
         if writer is not None and step % t.log_every == 0:
-            writer.add_scalar("loss/total", float(loss), step)
+            writer.add_scalar("loss/total", loss_value, step)
             for k, v in terms.items():
                 writer.add_scalar(f"loss/{k}", v, step)
         if step % t.image_every == 0 or step == t.steps:
