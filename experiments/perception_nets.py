@@ -133,14 +133,30 @@ def train_parsing(cfg: Config) -> dict:
     return metrics.to_dict()
 
 
+def trained_epochs(path: str | Path) -> int:
+    """Epochs recorded in a perception-net checkpoint; 0 when it is missing or unreadable."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return int(payload.get("metrics", {}).get("epochs", 0))
+    except Exception:  # missing, truncated or foreign: train it again
+        return 0
+
+
 def ensure_perception_nets(cfg: Config) -> None:
-    """Train whichever of the two nets has no checkpoint yet (called by `make train`)."""
-    if not Path(cfg.perception.attributes_checkpoint).is_file():
-        print(f"no attribute net at {cfg.perception.attributes_checkpoint}: training it first")
-        train_attributes(cfg)
-    if not Path(cfg.perception.parsing_checkpoint).is_file():
-        print(f"no parsing net at {cfg.perception.parsing_checkpoint}: training it first")
-        train_parsing(cfg)
+    """Train whichever net has no finished checkpoint (called by `make train`).
+
+    Checkpoints are written after every epoch, so a run killed part-way leaves one with fewer epochs than
+    configured; that net is trained again from the start rather than used half-trained.
+    """
+    for name, path, epochs, run in (
+        ("attribute", cfg.perception.attributes_checkpoint, cfg.perception.attributes_train.epochs, train_attributes),
+        ("parsing", cfg.perception.parsing_checkpoint, cfg.perception.parsing_train.epochs, train_parsing),
+    ):
+        done = trained_epochs(path)
+        if done < epochs:
+            state = "no checkpoint" if done == 0 else f"only {done} of {epochs} epochs"
+            print(f"{name} net at {path}: {state}; training it first")
+            run(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

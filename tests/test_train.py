@@ -26,8 +26,9 @@ def _config(tmp_path, **train):
 @pytest.fixture()
 def perception_checkpoints(tmp_path):
     torch.manual_seed(0)
-    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=64), tmp_path / "attr.pt")
-    save_parsing_net(ParsingNet(image_size=64), tmp_path / "parsing.pt")
+    finished = {"epochs": _config(tmp_path).perception.attributes_train.epochs}  # counts as fully trained
+    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=64), tmp_path / "attr.pt", finished)
+    save_parsing_net(ParsingNet(image_size=64), tmp_path / "parsing.pt", finished)
     return tmp_path
 
 
@@ -105,3 +106,17 @@ def test_perception_nets_command_trains_and_reports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "held-out mean accuracy" in out and "held-out mean IoU" in out
     assert (tmp_path / "a.pt").is_file() and (tmp_path / "p.pt").is_file()
+
+
+def test_half_trained_perception_net_is_trained_again(tmp_path, monkeypatch):
+    from experiments import perception_nets
+
+    cfg = _config(tmp_path)
+    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=64), tmp_path / "attr.pt", {"epochs": 1})
+    save_parsing_net(ParsingNet(image_size=64), tmp_path / "parsing.pt", {"epochs": cfg.perception.parsing_train.epochs})
+    calls = []
+    monkeypatch.setattr(perception_nets, "train_attributes", lambda c: calls.append("attributes"))
+    monkeypatch.setattr(perception_nets, "train_parsing", lambda c: calls.append("parsing"))
+    perception_nets.ensure_perception_nets(cfg)
+    assert calls == ["attributes"]
+    assert perception_nets.trained_epochs(tmp_path / "missing.pt") == 0
