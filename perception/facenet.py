@@ -59,7 +59,7 @@ def load_facenet_state_dict(weights_path: str | Path | None = None) -> dict[str,
     if not path.is_file():
         raise MissingWeightsError(
             f"{path}: FaceNet weights not found; download {FACENET_WEIGHTS_FILENAME} ({FACENET_WEIGHTS_URL}) "
-            f"and put it at {path}, or pass its path as weights_path")
+            f"and put it at {path}, or give its path (idsim --weights, perception.facenet_weights in the config)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
