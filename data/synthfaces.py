@@ -225,12 +225,20 @@ class SynthFaces(Dataset):
 
 
 def preview(out: Path, count: int = 8, image_size: int = 160, seed: int = 0) -> Path:
-    """Contact sheet: per identity a column of clean, occluded, rotated, face mask and occluder mask."""
+    """Contact sheet: per identity a column of clean, occluded, rotated, face mask and occluder mask.
+
+    Column i uses occluder kind i (cycling through OCCLUDER_KINDS) so every kind shows.
+    """
+    from dataclasses import replace
+
     from render.image_io import contact_sheet, save_png
 
-    data = SynthFaces("train", size=count, seed=seed, config=SynthFacesConfig(image_size=image_size, occlusion_prob=1.0))
+    base = SynthFaces("train", size=count, seed=seed, config=SynthFacesConfig(image_size=image_size, occlusion_prob=1.0))
     rows: list[list[torch.Tensor]] = [[], [], [], [], []]
     for i in range(count):
+        kind = OCCLUDER_KINDS[i % len(OCCLUDER_KINDS)]
+        data = SynthFaces("train", size=count, seed=seed, model=base.model,
+                          config=replace(base.config, occluder_kinds=(kind,)))
         s = data[i]
         rotated = s["coeffs"].clone()
         rotated[C.ANGLE.start + 1] = np.radians(60 if i % 2 else -60)
