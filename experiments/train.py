@@ -105,13 +105,15 @@ class CoarseObjective:
             "reg": coefficient_regulariser(coeffs),
             "reflectance": albedo_flatness(face.albedo, self.model.skin_mask),
         }
+        predicted = self.model.landmarks5_from_68(face.landmarks) - 0.5  # to data's pixel-index units
         if "landmarks5" in batch and isinstance(batch["landmarks5"], torch.Tensor):
-            predicted = self.model.landmarks5_from_68(face.landmarks) - 0.5  # to data's pixel-index units
             terms["landmark"] = landmark_loss(predicted, batch["landmarks5"], size)
         weights = {"photo": w.photo, "id": w.id, "att": w.att, "reg": w.reg, "reflectance": w.reflectance,
                    "landmark": w.landmark}
         total = sum(weights[k] * v for k, v in terms.items())
-        return total, {k: float(v.detach()) for k, v in terms.items()}, {"rendered": rendered, "composite": composite, "mask": m}
+        visuals = {"rendered": rendered, "composite": composite, "mask": m, "render_mask": out.mask,
+                   "landmarks5": predicted}
+        return total, {k: float(v.detach()) for k, v in terms.items()}, visuals
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -150,15 +152,13 @@ def evaluate(objective: CoarseObjective, predict, dataset: Dataset, count: int, 
         batch = _to(collate_face_samples(items), device)
         coeffs = predict(batch["image"])
         _, terms, visuals = objective(coeffs, batch)
-        weight = visuals["mask"] * (visuals["composite"] != batch["image"]).any(1, keepdim=True)
+        weight = visuals["mask"] * visuals["render_mask"]
         mse = ((visuals["composite"] - batch["image"]) ** 2 * weight).flatten(1).sum(1) / (3 * weight.flatten(1).sum(1)).clamp(min=1)
         n = len(items)
         values = dict(terms, psnr_db=float((10 * torch.log10(1 / mse.clamp(min=1e-10))).mean()),
                       id_cosine=1 - terms["id"])
         if "landmark" in terms:
-            face = assemble_face(objective.model, coeffs, batch["image"].shape[-1])
-            error = (objective.model.landmarks5_from_68(face.landmarks) - 0.5 - batch["landmarks5"]).norm(dim=-1)
-            values["landmark_px"] = float(error.mean())
+            values["landmark_px"] = float((visuals["landmarks5"] - batch["landmarks5"]).norm(dim=-1).mean())
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v * n
         seen += n
