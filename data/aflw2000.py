@@ -10,6 +10,8 @@ Each .mat holds ``pt3d_68`` (3, 68): x, y in photo pixels (as stored) and z, and
 Alignment uses MTCNN's landmarks like every data set. AFLW2000 has many profile faces MTCNN
 misses; for those, ``python -m data.prepare aflw2000`` aligns from the annotated 68 points
 instead (eye centres, nose tip, mouth corners) and records ``landmarks_source="annotation"``.
+A sample's landmarks68 are the annotated ones; dlib's predictions, which ``data.prepare``
+caches for every data set, are not used here.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 
 from data.align import CROP_SIZE, apply_transform
 from data.image_folder import DatasetLayoutError, ImageFolderFaces
+from perception.landmarks import landmarks5_from_68
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +35,6 @@ DOWNLOAD_HINT = (
     "AFLW2000-3D: download AFLW2000-3D.zip from "
     "http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm, unzip it, and pass "
     "the AFLW2000 folder of .jpg and .mat files (make prepare-aflw AFLW_DIR=/path/to/AFLW2000)")
-
-# 0-based indices into the 68-point (iBUG) scheme; 36-41 is the eye on the image's left.
-_LEFT_EYE, _RIGHT_EYE = slice(36, 42), slice(42, 48)
-_NOSE_TIP, _MOUTH_LEFT, _MOUTH_RIGHT = 30, 48, 54
 
 
 @dataclass(frozen=True)
@@ -96,14 +95,6 @@ def read_annotation(mat_path: str | Path) -> AFLWAnnotation:
     return AFLWAnnotation(landmarks68=landmarks68, head_pose=head_pose)
 
 
-def landmarks5_from_68(landmarks68: np.ndarray) -> np.ndarray:
-    """(68, 2) -> (5, 2) in MTCNN's order: eye centres, nose tip, mouth corners."""
-    landmarks68 = np.asarray(landmarks68, dtype=np.float64)
-    return np.stack([landmarks68[_LEFT_EYE].mean(axis=0), landmarks68[_RIGHT_EYE].mean(axis=0),
-                     landmarks68[_NOSE_TIP], landmarks68[_MOUTH_LEFT],
-                     landmarks68[_MOUTH_RIGHT]])
-
-
 def annotated_landmarks5(root: str | Path, relative_path: str) -> np.ndarray | None:
     """5 landmarks from a photo's .mat, or None (logged) when it cannot be read."""
     mat_path = (Path(root) / relative_path).with_suffix(".mat")
@@ -127,6 +118,7 @@ class AFLW2000Faces(ImageFolderFaces):
 
     dataset_name = "AFLW2000"
     prepare_kind = "aflw2000"
+    uses_predicted_landmarks68 = False  # pt3d_68 is the ground truth
 
     def __init__(self, root: str | Path, crop_size: int = CROP_SIZE,
                  allow_rotation: bool = True, cache_path: str | Path | None = None):

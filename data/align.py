@@ -21,6 +21,7 @@ p of the original photo to ``A @ p + t`` in the crop. Landmark order is MTCNN's 
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -38,6 +39,8 @@ import torch.nn.functional as F
 
 from coarse.coefficients import REFERENCE_IMAGE_SIZE
 from data.images import UnreadableImageError, image_to_tensor, read_rgb_image, tensor_to_image
+from perception.landmarks import (NUM_LANDMARKS, LandmarkPredictorUnavailableError,
+                                  disagreement_with_landmarks5)
 from perception.template import TEMPLATE_LANDMARKS5
 
 log = logging.getLogger(__name__)
@@ -243,6 +246,25 @@ def paste_back(render: torch.Tensor, mask: torch.Tensor, transform: np.ndarray |
 
 ALIGNED, NO_FACE, UNREADABLE = "aligned", "no_face", "unreadable"
 STATUSES = (ALIGNED, NO_FACE, UNREADABLE)
+# 68 points whose eyes, nose tip and mouth corners stray further than this from MTCNN's 5,
+# as a fraction of sqrt(box area), are recorded as missing: good predictions measure 0.01-0.08
+# (LFW faces, the astronaut up to 30 degrees of roll), collapsed ones 0.2 (perception.landmarks).
+MAX_LANDMARKS68_DISAGREEMENT = 0.12
+
+
+def encode_points(points: np.ndarray) -> str:
+    """(N, 2) -> base64 of N*2 little-endian float32 (x0, y0, x1, ...): exact, 11 characters a
+    point (a JSON list takes 13-17), and one string to parse instead of 2N numbers when a cache
+    of 200k photos loads."""
+    return base64.b64encode(np.asarray(points, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_points(text: str, count: int) -> np.ndarray:
+    """Inverse of encode_points: (count, 2) float32. Raises ValueError on a wrong length."""
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    if len(raw) != count * 2 * 4:
+        raise ValueError(f"expected {count} encoded points, got {len(raw)} bytes")
+    return np.frombuffer(raw, dtype="<f4").reshape(count, 2).astype(np.float32)
 
 
 @dataclass
@@ -252,6 +274,12 @@ class AlignmentRecord:
     landmarks5: (5, 2) photo pixels; box: (4,) x0, y0, x1, y1 photo pixels; transform: (2, 3)
     photo -> CROP_SIZE crop. They are None unless status is "aligned". reason says why a
     photo was skipped, or notes something about an aligned one (several faces).
+
+    landmarks68: (68, 2) float32 photo pixels, dlib's prediction (``perception.landmarks``), or
+    None. Kept in photo pixels like landmarks5, so that a data set maps them with the transform
+    it uses (its crop size, with or without rotation). landmarks68_missing says why an aligned
+    photo has none. Both empty means not predicted yet (a cache written before the 68 points
+    existed, or a run without dlib): the next prepare run with dlib adds them.
     """
 
     status: str
@@ -265,6 +293,13 @@ class AlignmentRecord:
     landmarks_source: str = ""  # "mtcnn" or "annotation"
     file_size: int | None = None
     mtime_ns: int | None = None
+    landmarks68: np.ndarray | None = None
+    landmarks68_missing: str = ""
+
+    @property
+    def landmarks68_attempted(self) -> bool:
+        """True once a prepare run has predicted the 68 points or recorded why they are missing."""
+        return self.landmarks68 is not None or bool(self.landmarks68_missing)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict; arrays become nested lists rounded to 1/1000 px."""
@@ -279,6 +314,10 @@ class AlignmentRecord:
                          score=None if self.score is None else round(float(self.score), 5),
                          transform=rounded(self.transform, 6),
                          landmarks_source=self.landmarks_source)
+            if self.landmarks68 is not None:
+                entry["landmarks68"] = encode_points(self.landmarks68)
+            elif self.landmarks68_missing:
+                entry["landmarks68_missing"] = self.landmarks68_missing
         entry.update(faces=self.faces, image_size=self.image_size, file_size=self.file_size,
                      mtime_ns=self.mtime_ns)
         return entry
@@ -295,13 +334,20 @@ class AlignmentRecord:
         if status == ALIGNED and entry.get("landmarks5") is None:
             raise ValueError("an aligned entry without landmarks5")
         image_size = entry.get("image_size")
+        landmarks68 = entry.get("landmarks68")  # absent in caches written before the 68 points
+        if isinstance(landmarks68, str):
+            landmarks68 = decode_points(landmarks68, NUM_LANDMARKS)
+        elif landmarks68 is not None:
+            landmarks68 = np.asarray(landmarks68, dtype=np.float32).reshape(NUM_LANDMARKS, 2)
         return cls(status=status, reason=entry.get("reason", ""),
                    landmarks5=array("landmarks5", (5, 2)), box=array("box", (4,)),
                    score=entry.get("score"), transform=array("transform", (2, 3)),
                    faces=int(entry.get("faces", 0)),
                    image_size=None if image_size is None else tuple(image_size),
                    landmarks_source=entry.get("landmarks_source", ""),
-                   file_size=entry.get("file_size"), mtime_ns=entry.get("mtime_ns"))
+                   file_size=entry.get("file_size"), mtime_ns=entry.get("mtime_ns"),
+                   landmarks68=landmarks68,
+                   landmarks68_missing=entry.get("landmarks68_missing", ""))
 
     def matches_file(self, path: Path) -> bool:
         """True when path still has the size and modification time recorded here."""
@@ -353,8 +399,55 @@ def align_photo(image: np.ndarray, detector) -> AlignmentRecord:
     return record
 
 
-def align_image_file(path: str | Path, detector) -> AlignmentRecord:
-    """Read, detect and align one file. Never raises for a bad file: it returns an
+def add_landmarks68(record: AlignmentRecord, image: np.ndarray, predictor) -> None:
+    """Predict the 68 points of an aligned record's face, in place.
+
+    image: (H, W, 3) uint8, the photo the record was aligned on. predictor:
+    ``perception.landmarks.Landmarks68Predictor`` (or anything with its ``predict``). A failure
+    or a prediction that disagrees with the detector's 5 landmarks leaves landmarks68 None and
+    says why in landmarks68_missing; only LandmarkPredictorUnavailableError is raised.
+    """
+    if record.status != ALIGNED:
+        return
+    record.landmarks68, record.landmarks68_missing = None, ""
+    if record.landmarks_source != "mtcnn" or record.box is None:
+        # A box around annotated points is not a face box; dlib's first guess would be off.
+        record.landmarks68_missing = "no detector box (aligned from annotated landmarks)"
+        return
+    try:
+        points = np.asarray(predictor.predict(image, record.box), dtype=np.float32)
+    except LandmarkPredictorUnavailableError:
+        raise
+    except Exception as error:  # noqa: BLE001 - one odd photo must not stop a whole run
+        record.landmarks68_missing = f"dlib failed: {type(error).__name__}: {error}"
+        return
+    if points.shape != (NUM_LANDMARKS, 2) or not np.isfinite(points).all():
+        record.landmarks68_missing = f"dlib returned {points.shape} points, not 68 finite ones"
+        return
+    disagreement = disagreement_with_landmarks5(points, record.landmarks5, record.box)
+    if disagreement > MAX_LANDMARKS68_DISAGREEMENT:
+        record.landmarks68_missing = (
+            f"dlib's 68 points disagree with the detector's 5 landmarks ({disagreement:.2f} of "
+            f"the face size, over {MAX_LANDMARKS68_DISAGREEMENT}; face tilted over ~30 degrees "
+            "or in profile?)")
+        return
+    record.landmarks68 = points
+
+
+def add_landmarks68_to_file(path: str | Path, record: AlignmentRecord, predictor) -> None:
+    """Read a photo again and add the 68 points to its aligned record (a cache written without
+    them). An unreadable photo is recorded as missing its 68 points, never raised."""
+    try:
+        image = read_rgb_image(path)
+    except UnreadableImageError as error:
+        record.landmarks68, record.landmarks68_missing = None, f"unreadable: {error.reason}"
+        return
+    add_landmarks68(record, image, predictor)
+
+
+def align_image_file(path: str | Path, detector, landmark_predictor=None) -> AlignmentRecord:
+    """Read, detect and align one file, and with landmark_predictor, predict the 68 points of
+    the aligned face (``add_landmarks68``). Never raises for a bad file: it returns an
     "unreadable" or "no_face" record with the reason (logged) instead."""
     path = Path(path)
     try:
@@ -378,6 +471,10 @@ def align_image_file(path: str | Path, detector) -> AlignmentRecord:
         else:
             if record.reason:
                 log.info("%s: %s", path, record.reason)
+            if landmark_predictor is not None:
+                add_landmarks68(record, image, landmark_predictor)
+                if record.landmarks68_missing:
+                    log.info("%s: no 68 landmarks: %s", path, record.landmarks68_missing)
     record.file_size, record.mtime_ns = file_size, mtime_ns
     return record
 
@@ -447,11 +544,19 @@ def write_json_atomically(path: Path, payload: Any) -> None:
 
 @dataclass
 class AlignmentCache:
-    """Alignment records of one data set, keyed by POSIX path relative to the data set root."""
+    """Alignment records of one data set, keyed by POSIX path relative to the data set root.
+
+    The file is JSON: version, crop_size, template, detector, landmarks68_predictor and entries
+    (``AlignmentRecord.to_json``). The 68 points were added within version 1: an aligned entry
+    holds "landmarks68" (base64 float32, see ``encode_points``) or "landmarks68_missing" (the
+    reason), and an entry with neither (an older cache) loads as "not predicted yet". Older
+    code ignores both keys, so caches stay readable both ways.
+    """
 
     path: Path
     entries: dict[str, AlignmentRecord] = field(default_factory=dict)
     detector_name: str = ""
+    landmark_predictor_name: str = ""
 
     @classmethod
     def load(cls, path: str | Path) -> AlignmentCache:
@@ -484,12 +589,14 @@ class AlignmentCache:
             for record in entries.values():
                 if record.status == ALIGNED:
                     record.transform = alignment_transform(record.landmarks5)
-        return cls(path, entries, payload.get("detector", ""))
+        return cls(path, entries, payload.get("detector", ""),
+                   payload.get("landmarks68_predictor", ""))
 
     def save(self, path: Path | None = None) -> None:
         """Write atomically to path (default: self.path)."""
         payload = {"version": CACHE_VERSION, "crop_size": CROP_SIZE,
                    "template": TEMPLATE_LANDMARKS5.tolist(), "detector": self.detector_name,
+                   "landmarks68_predictor": self.landmark_predictor_name,
                    "entries": {key: record.to_json() for key, record in self.entries.items()}}
         write_json_atomically(Path(path or self.path), payload)
 

@@ -131,7 +131,8 @@ class CelebAFaces(ImageFolderFaces):
         crop_size, allow_rotation, cache_path: as ``ImageFolderFaces``.
 
     Samples: image, path, landmarks5, transform, split (when the partition file is there),
-    attributes (when list_attr_celeba.txt is there and lists the photo).
+    attributes (when list_attr_celeba.txt is there and lists the photo), landmarks68 (dlib's,
+    when prepare predicted them; see ``ImageFolderFaces``).
     """
 
     dataset_name = "CelebA"

@@ -1,7 +1,8 @@
 """Any folder of photos as a data set of aligned faces (also the base of CelebA and AFLW2000).
 
-Run ``python -m data.prepare folder DIR`` once: it detects and aligns every photo and caches
-the result (``data.align``). The data set then serves only the photos with an aligned face.
+Run ``python -m data.prepare folder DIR`` once: it detects and aligns every photo, predicts
+its 68 landmarks with dlib, and caches the result (``data.align``). The data set then serves
+only the photos with an aligned face, with their 68 landmarks where dlib gave them.
 """
 from __future__ import annotations
 
@@ -60,11 +61,16 @@ class ImageFolderFaces(Dataset):
         allow_rotation: fit rotation too (default) or, as Deep3D, scale + translation only.
         cache_path: alignment cache file (default: found next to the data or in the user cache).
 
-    Samples (``data.samples``): image, path, landmarks5, transform.
+    Samples (``data.samples``): image, path, landmarks5, transform, and landmarks68 (68, 2)
+    float32 crop px (dlib's prediction, moved by the sample's transform) for photos prepare
+    predicted them for; a photo without them has no landmarks68 key (never zeros).
     """
 
     dataset_name = "image folder"
     prepare_kind = "folder"
+    # False for data sets whose annotations hold the 68 points (AFLW2000): their ground truth,
+    # not dlib's prediction, is the sample's landmarks68.
+    uses_predicted_landmarks68 = True
 
     def __init__(self, root: str | Path, relative_paths: list[str] | None = None,
                  crop_size: int = CROP_SIZE, allow_rotation: bool = True,
@@ -92,6 +98,20 @@ class ImageFolderFaces(Dataset):
                 f"{not_prepared} not prepared)")
         self.relative_paths = aligned
         self._landmarks5 = {path: cache.entries[path].landmarks5 for path in aligned}
+        # One packed (K, 68, 2) array, not K small ones: CelebA has 200k photos, and data
+        # loader workers share one array's pages but copy those that per-object refcounts touch.
+        with_points = [path for path in aligned if self.uses_predicted_landmarks68
+                       and cache.entries[path].landmarks68 is not None]
+        self._landmarks68_row = {path: row for row, path in enumerate(with_points)}
+        self._landmarks68 = np.stack([cache.entries[path].landmarks68 for path in with_points]) \
+            if with_points else np.zeros((0, 68, 2), np.float32)
+        if self.uses_predicted_landmarks68:
+            not_predicted = sum(not cache.entries[path].landmarks68_attempted
+                                for path in aligned)
+            if not_predicted:
+                log.warning("%s: %d of %d aligned photos have no 68-point landmarks yet; run "
+                            "`%s` with dlib installed (pip install dlib-bin) to add them",
+                            self.root, not_predicted, len(aligned), self.prepare_command())
 
     def prepare_command(self) -> str:
         """The shell command that builds this data set's alignment cache."""
@@ -127,6 +147,10 @@ class ImageFolderFaces(Dataset):
             "landmarks5": torch.from_numpy(landmarks5).float(),
             "transform": torch.from_numpy(transform).float(),
         }
+        if relative_path in self._landmarks68_row:
+            landmarks68 = apply_transform(
+                transform, self._landmarks68[self._landmarks68_row[relative_path]])
+            sample["landmarks68"] = torch.from_numpy(landmarks68).float()
         sample.update(self.extra_fields(index, relative_path, transform))
         return sample
 

@@ -5,12 +5,17 @@
     python -m data.prepare celebamask_hq CELEBAMASK_DIR
     python -m data.prepare folder   DIR
 
-Each run reads every photo, runs MTCNN, aligns the largest face (``data.align``) and writes
-the records to ``DIR/.faid_alignment.json``, or to ``~/.cache/faid_recon/<hash>/`` when DIR is
-read-only. The cache is written atomically every minute and at the end (also on Ctrl-C), so a
-run can be stopped and started again: photos already cached, and unchanged since, are not
+Each run reads every photo, runs MTCNN, aligns the largest face (``data.align``), predicts its
+68 landmarks with dlib (``perception.landmarks``) and writes the records to
+``DIR/.faid_alignment.json``, or to ``~/.cache/faid_recon/<hash>/`` when DIR is read-only.
+The cache is written atomically every minute and at the end (also on Ctrl-C), so a run can
+be stopped and started again: photos already cached, and unchanged since, are not
 processed again. Unreadable photos and photos without a face are recorded with the reason,
-counted in the closing summary, and left out of the data sets.
+counted in the closing summary, and left out of the data sets. A face whose 68 points dlib
+cannot give (they disagree with MTCNN's 5: a face tilted over ~30 degrees, a profile) keeps its
+alignment and is counted as missing its 68 points. Without dlib (or with --no-landmarks68) the
+photos are aligned without 68 points, and a later run with dlib adds them without detecting
+again.
 
 Exit status: 0 done; 2 DIR missing or not laid out as expected (one line says what to
 download and where to point); 1 the detector cannot be loaded; 130 interrupted.
@@ -31,10 +36,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data import aflw2000, celeba, celebamask_hq
 from data.align import (ALIGNED, NO_FACE, UNREADABLE, AlignmentCache, AlignmentCacheError,
+                        AlignmentRecord, add_landmarks68, add_landmarks68_to_file,
                         align_image_file, existing_cache_path, record_from_landmarks,
                         writable_cache_path)
 from data.image_folder import DatasetLayoutError, list_image_files
 from data.images import IMAGE_EXTENSIONS
+from perception.landmarks import Landmarks68Predictor, LandmarkPredictorUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +62,20 @@ class PrepareSummary:
     from_cache: int = 0
     several_faces: int = 0
     from_annotation: int = 0
+    landmarks68: int = 0  # aligned photos with dlib's 68 points
+    landmarks68_missing: int = 0  # aligned photos dlib could not give 68 points for
+    landmarks68_unavailable: str = ""  # why this run predicted no 68 points at all, if so
     skipped_examples: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    landmarks68_missing_examples: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return self.aligned + self.no_face + self.unreadable
+
+    @property
+    def landmarks68_not_predicted(self) -> int:
+        """Aligned photos not given to dlib yet (no dlib, --no-landmarks68, an older cache)."""
+        return self.aligned - self.landmarks68 - self.landmarks68_missing
 
     def line(self) -> str:
         """One-line summary for the terminal."""
@@ -70,6 +86,13 @@ class PrepareSummary:
             text += f"; {self.several_faces} with several faces (largest kept)"
         if self.from_annotation:
             text += f"; {self.from_annotation} aligned from annotated landmarks"
+        if self.aligned:
+            text += (f"; 68 landmarks: {self.landmarks68} predicted, "
+                     f"{self.landmarks68_missing} missing")
+            if self.landmarks68_not_predicted:
+                text += f", {self.landmarks68_not_predicted} not predicted"
+                if self.landmarks68_unavailable:
+                    text += " (dlib unavailable; see the warning above)"
         return text + f"; cache: {self.cache_path}"
 
 
@@ -88,17 +111,52 @@ def _open_cache(root: Path, cache_path: Path | None) -> AlignmentCache:
     return cache
 
 
+def _load_landmark_predictor(predictor) -> tuple[object | None, str]:
+    """(the loaded predictor, "") or (None, the one-line reason it cannot run)."""
+    predictor = Landmarks68Predictor() if predictor is None else predictor
+    try:
+        if hasattr(predictor, "load"):
+            predictor.load()
+    except LandmarkPredictorUnavailableError as error:
+        return None, str(error)
+    return predictor, ""
+
+
+def _align(root: Path, relative_path: str, detector, predictor,
+           fallback_landmarks5: Callable[[str], np.ndarray | None] | None) -> AlignmentRecord:
+    """The record of one photo: detected and aligned, else aligned from fallback landmarks."""
+    record = align_image_file(root / relative_path, detector, predictor)
+    if record.status == NO_FACE and fallback_landmarks5 is not None:
+        landmarks5 = fallback_landmarks5(relative_path)
+        if landmarks5 is not None:
+            fallback = record_from_landmarks(
+                landmarks5, "annotation",
+                reason=f"{record.reason}; aligned from annotated landmarks")
+            fallback.image_size, fallback.faces = record.image_size, record.faces
+            fallback.file_size, fallback.mtime_ns = record.file_size, record.mtime_ns
+            if predictor is not None:  # records why there are none (no detector box)
+                add_landmarks68(fallback, None, predictor)
+            record = fallback
+    return record
+
+
 def prepare_alignment(root: str | Path, relative_paths: Sequence[str], detector=None,
                       cache_path: str | Path | None = None,
                       fallback_landmarks5: Callable[[str], np.ndarray | None] | None = None,
                       progress: bool = True, dataset_name: str = "photos",
-                      checkpoint_seconds: float = CHECKPOINT_SECONDS) -> PrepareSummary:
+                      checkpoint_seconds: float = CHECKPOINT_SECONDS,
+                      landmarks68: bool = True, landmark_predictor=None) -> PrepareSummary:
     """Align every photo in relative_paths (relative to root) that the cache lacks.
 
     detector: ``perception.detect.FaceDetector`` or anything with the same ``detect``; made
         on the CPU when needed and not given.
     fallback_landmarks5: called with a relative path when no face is detected; 5 landmarks
         it returns are used instead (AFLW2000's annotations). None to skip the photo.
+    landmarks68: also predict the 68 points of each aligned face, and add them to aligned
+        photos cached without them (no detection again).
+    landmark_predictor: ``perception.landmarks.Landmarks68Predictor`` or anything with its
+        ``predict``; made when needed and not given. When dlib or its model file is missing,
+        photos are aligned without 68 points and the summary says why.
     Returns the summary over relative_paths. The cache is saved atomically every
     checkpoint_seconds (or 20 times as long as a save takes, if longer), at the end, and when
     interrupted.
@@ -107,6 +165,18 @@ def prepare_alignment(root: str | Path, relative_paths: Sequence[str], detector=
     cache = _open_cache(root, Path(cache_path) if cache_path is not None else None)
     to_process = [path for path in relative_paths
                   if path not in cache.entries or not cache.entries[path].matches_file(root / path)]
+    waiting = set(to_process)
+    to_complete = [path for path in relative_paths if path not in waiting
+                   and cache.entries[path].status == ALIGNED
+                   and not cache.entries[path].landmarks68_attempted] if landmarks68 else []
+    predictor, unavailable = None, ""
+    if landmarks68 and (to_process or to_complete):
+        predictor, unavailable = _load_landmark_predictor(landmark_predictor)
+        if predictor is None:
+            log.warning("%s; aligning without 68-point landmarks", unavailable)
+            to_complete = []
+        else:
+            cache.landmark_predictor_name = getattr(predictor, "name", type(predictor).__name__)
     if to_process and detector is None:
         from perception.detect import FaceDetector
         detector = FaceDetector()
@@ -115,27 +185,24 @@ def prepare_alignment(root: str | Path, relative_paths: Sequence[str], detector=
     unsaved = False
     last_save = time.monotonic()
     save_interval = checkpoint_seconds
+    work = [(path, True) for path in to_process] + [(path, False) for path in to_complete]
     try:
-        for relative_path in tqdm(to_process, desc=f"aligning {dataset_name}", unit="photo",
-                                  disable=not progress or not to_process,
-                                  dynamic_ncols=True):
-            record = align_image_file(root / relative_path, detector)
-            if record.status == NO_FACE and fallback_landmarks5 is not None:
-                landmarks5 = fallback_landmarks5(relative_path)
-                if landmarks5 is not None:
-                    fallback = record_from_landmarks(
-                        landmarks5, "annotation",
-                        reason=f"{record.reason}; aligned from annotated landmarks")
-                    fallback.image_size, fallback.faces = record.image_size, record.faces
-                    fallback.file_size, fallback.mtime_ns = record.file_size, record.mtime_ns
-                    record = fallback
-            cache.entries[relative_path] = record
+        for relative_path, detect in tqdm(work, desc=f"aligning {dataset_name}", unit="photo",
+                                          disable=not progress or not work,
+                                          dynamic_ncols=True):
+            if detect:
+                cache.entries[relative_path] = _align(root, relative_path, detector, predictor,
+                                                      fallback_landmarks5)
+            else:  # aligned before, only the 68 points are new
+                add_landmarks68_to_file(root / relative_path, cache.entries[relative_path],
+                                        predictor)
             unsaved = True
             if time.monotonic() - last_save >= save_interval:
                 started = time.monotonic()
                 cache.save()
                 unsaved, last_save = False, time.monotonic()
-                # A full CelebA cache is tens of MB: keep rewriting it under 5% of the run.
+                # A full CelebA cache is ~200 MB (68 points included): keep rewriting it
+                # under 5% of the run.
                 save_interval = max(checkpoint_seconds, 20.0 * (last_save - started))
     finally:
         if unsaved:
@@ -144,13 +211,20 @@ def prepare_alignment(root: str | Path, relative_paths: Sequence[str], detector=
         cache.save()  # nothing to do, but leave the cache where the data sets look for it
 
     summary = PrepareSummary(dataset_name, cache.path,
-                             from_cache=len(relative_paths) - len(to_process))
+                             from_cache=len(relative_paths) - len(to_process),
+                             landmarks68_unavailable=unavailable)
     for relative_path in relative_paths:
         record = cache.entries[relative_path]
         if record.status == ALIGNED:
             summary.aligned += 1
             summary.several_faces += record.faces > 1
             summary.from_annotation += record.landmarks_source == "annotation"
+            summary.landmarks68 += record.landmarks68 is not None
+            if record.landmarks68 is None and record.landmarks68_missing:
+                summary.landmarks68_missing += 1
+                if len(summary.landmarks68_missing_examples) < EXAMPLES_SHOWN:
+                    summary.landmarks68_missing_examples.append(
+                        (relative_path, record.landmarks68_missing))
         else:
             if record.status == NO_FACE:
                 summary.no_face += 1
@@ -195,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "cache when DIR is read-only)")
     parser.add_argument("--device", default="cpu", help="torch device for MTCNN (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-landmarks68", action="store_true",
+                        help="align only; skip dlib's 68-point landmarks")
     parser.add_argument("--verbose", action="store_true",
                         help="also log photos without a face or with several faces")
     args = parser.parse_args(argv)
@@ -219,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with logging_redirect_tqdm():
             summary = prepare_alignment(root, relative_paths, detector, args.cache, fallback,
-                                        progress=not args.no_progress, dataset_name=name)
+                                        progress=not args.no_progress, dataset_name=name,
+                                        landmarks68=not args.no_landmarks68)
     except KeyboardInterrupt:
         print(f"{name}: interrupted; finished photos are cached, run the same command again "
               "to resume", file=sys.stderr)
@@ -231,6 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if skipped > len(summary.skipped_examples):
         print(f"  ... and {skipped - len(summary.skipped_examples)} more; every reason is in "
               f"{summary.cache_path}")
+    for relative_path, reason in summary.landmarks68_missing_examples:
+        print(f"  no 68 landmarks for {relative_path}: {reason}")
+    if summary.landmarks68_missing > len(summary.landmarks68_missing_examples):
+        print(f"  ... and {summary.landmarks68_missing - len(summary.landmarks68_missing_examples)}"
+              f" more without 68 landmarks; every reason is in {summary.cache_path}")
     return 0
 
 

@@ -15,7 +15,9 @@ Keys of real photos (CelebA, AFLW2000, image folders):
     split        str: "train", "val" or "test"
     attributes   (40,) float32 0/1, CelebA's attributes in ``data.celeba.CELEBA_ATTRIBUTES``
                  order
-    landmarks68  (68, 2) float32 px (AFLW2000: the x, y of pt3d_68; SynthFaces: projected)
+    landmarks68  (68, 2) float32 px, iBUG order (AFLW2000: the x, y of pt3d_68; SynthFaces:
+                 projected; CelebA and folders: dlib's prediction, cached by data.prepare,
+                 absent for a photo dlib gave none)
     head_pose    (3,) float32 radians: pitch, yaw, roll (AFLW2000's Pose_Para)
 
 SynthFaces adds its ground truth, e.g. clean_image, face_mask, occluder_mask, coeffs, albedo

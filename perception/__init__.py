@@ -2,6 +2,7 @@
 
 Public API (loaded lazily, so importing one submodule does not pull in all the backbones):
     FaceDetector, FaceDetection                 MTCNN faces and 5 landmarks (perception.detect)
+    Landmarks68Predictor                        dlib's 68 landmarks on photos (perception.landmarks)
     TEMPLATE_LANDMARKS5                         the aligned-crop template (perception.template)
     IdentityNet, build_identity_net             dlib port / FaceNet embeddings (perception.identity)
     AttributeNet, train_attribute_net, load_attribute_net      FA features (perception.attributes)
@@ -14,6 +15,8 @@ import importlib
 _EXPORTS = {
     "FaceDetector": "detect", "FaceDetection": "detect", "DetectorUnavailableError": "detect",
     "TEMPLATE_LANDMARKS5": "template",
+    "Landmarks68Predictor": "landmarks", "LandmarkPredictorUnavailableError": "landmarks",
+    "dlib_box_from_mtcnn": "landmarks",
     "IdentityNet": "identity", "build_identity_net": "identity", "IDENTITY_NETS": "identity",
     "MissingWeightsError": "facenet",
     "AttributeNet": "attributes", "AttributeTrainConfig": "attributes", "train_attribute_net": "attributes",

@@ -75,9 +75,11 @@ def _fail(path: Path | str, what: str) -> DlibModelError:
     return DlibModelError(f"{path}: {what}; expected dlib's {DLIB_MODEL_FILENAME} ({HOW_TO_GET})")
 
 
-def default_dlib_model_path() -> Path:
-    """Location of the `.dat` file inside the installed `face_recognition_models` package.
+def default_dlib_model_path(filename: str = DLIB_MODEL_FILENAME) -> Path:
+    """Location of a `.dat` file inside the installed `face_recognition_models` package.
 
+    filename: one of the package's models (default: the face descriptor; ``perception.landmarks`` asks for
+    ``shape_predictor_68_face_landmarks.dat``). The path is returned whether or not the file exists.
     The package is located without being imported: its ``__init__`` imports ``pkg_resources``, which recent
     setuptools no longer ship.
     """
@@ -86,8 +88,9 @@ def default_dlib_model_path() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise _fail(DLIB_MODEL_FILENAME, "the face_recognition_models package is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "models" / DLIB_MODEL_FILENAME
+        raise DlibModelError(f"{filename}: the face_recognition_models package is not installed; "
+                             f"{HOW_TO_GET}")
+    return Path(list(spec.submodule_search_locations)[0]) / "models" / filename
 
 
 def default_cache_dir() -> Path:

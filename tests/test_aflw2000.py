@@ -150,3 +150,19 @@ def test_samples_carry_landmarks68_and_pose_in_the_crop(aflw, caplog):
     np.testing.assert_allclose(eye_centres, sample["landmarks5"][:2].numpy(), atol=1e-3)
     np.testing.assert_allclose(apply_transform(sample["transform"], truth["image00004"]),
                                sample["landmarks5"].numpy(), atol=1e-3)
+
+
+def test_samples_keep_the_annotated_68_points_not_dlibs(aflw):
+    root, truth, _ = aflw
+    entries = AlignmentCache.load(root / ".faid_alignment.json").entries
+    predicted = entries["image00004.jpg"].landmarks68  # dlib ran on the detected face
+    assert predicted is not None
+    assert entries["image00006.jpg"].landmarks68 is None  # aligned from the annotation
+    assert "no detector box" in entries["image00006.jpg"].landmarks68_missing
+    dataset = AFLW2000Faces(root)
+    sample = dataset[dataset.relative_paths.index("image00004.jpg")]
+    annotated = read_annotation(root / "image00004.mat").landmarks68
+    np.testing.assert_allclose(sample["landmarks68"].numpy(),
+                               apply_transform(sample["transform"], annotated), atol=1e-3)
+    assert not np.allclose(sample["landmarks68"].numpy(),
+                           apply_transform(sample["transform"], predicted), atol=1.0)

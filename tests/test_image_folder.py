@@ -6,7 +6,8 @@ from PIL import Image
 from skimage import data
 from torch.utils.data import DataLoader
 
-from data.align import CROP_SIZE, TEMPLATE_LANDMARKS5, apply_transform, template_landmarks5
+from data.align import (CACHE_FILE_NAME, CROP_SIZE, TEMPLATE_LANDMARKS5, AlignmentCache,
+                        apply_transform, template_landmarks5)
 from data.image_folder import (DatasetLayoutError, DatasetNotPreparedError, ImageFolderFaces,
                                list_image_files)
 from data.prepare import prepare_alignment
@@ -58,7 +59,8 @@ def test_samples_hold_only_what_a_folder_knows(photo_folder):
     dataset = ImageFolderFaces(photo_folder)
     assert dataset.relative_paths == ["a.jpg", "trip/b.png"]  # the wall has no face
     sample = dataset[1]
-    assert set(sample) == {"image", "path", "landmarks5", "transform"}
+    assert set(sample) == {"image", "path", "landmarks5", "transform", "landmarks68"}
+    assert sample["landmarks68"].shape == (68, 2) and sample["landmarks68"].dtype == torch.float32
     assert sample["image"].shape == (3, CROP_SIZE, CROP_SIZE)
     assert sample["image"].dtype == torch.float32
     assert 0.0 <= sample["image"].min() and sample["image"].max() <= 1.0
@@ -74,6 +76,21 @@ def test_sample_landmarks_are_the_photo_landmarks_moved_by_the_sample_transform(
     photo_landmarks = detector.detect(np.asarray(Image.open(photo_folder / "a.jpg")))[0]
     moved = apply_transform(sample["transform"], photo_landmarks.landmarks5)
     np.testing.assert_allclose(moved, sample["landmarks5"].numpy(), atol=1e-3)
+
+
+def test_sample_68_landmarks_are_the_cached_photo_points_moved_by_the_sample_transform(
+        photo_folder):
+    cache = AlignmentCache.load(photo_folder / CACHE_FILE_NAME)
+    for crop_size, allow_rotation in ((CROP_SIZE, True), (112, False)):
+        dataset = ImageFolderFaces(photo_folder, crop_size=crop_size,
+                                   allow_rotation=allow_rotation)
+        for index, relative_path in enumerate(dataset.relative_paths):
+            sample = dataset[index]
+            moved = apply_transform(sample["transform"], cache.entries[relative_path].landmarks68)
+            np.testing.assert_allclose(sample["landmarks68"].numpy(), moved, atol=1e-3)
+            # In the crop, the 68 points' eye centres sit on the detector's eyes.
+            eyes = sample["landmarks68"][36:48].reshape(2, 6, 2).mean(dim=1)
+            assert (eyes - sample["landmarks5"][:2]).norm(dim=1).max() < 0.06 * crop_size
 
 
 def test_crop_size_scales_image_and_landmarks(photo_folder):

@@ -12,9 +12,10 @@ from skimage import data
 import data.align as align
 import data.prepare as prepare
 from data.align import CACHE_FILE_NAME, NO_FACE, UNREADABLE, AlignmentCache
-from data.image_folder import ImageFolderFaces, list_image_files
+from data.image_folder import DatasetLayoutError, ImageFolderFaces, list_image_files
 from data.prepare import main, prepare_alignment
 from perception.detect import FaceDetector
+from perception.landmarks import Landmarks68Predictor
 
 
 def _face_photo(width: int, height: int, shift: int = 0) -> np.ndarray:
@@ -216,3 +217,134 @@ def test_the_command_aligns_aflw_photos_mtcnn_misses_from_their_annotation(tmp_p
     assert main(["aflw2000", str(tmp_path), "--no-progress"]) == 0
     output = capsys.readouterr().out
     assert "1 aligned" in output and "1 aligned from annotated landmarks" in output
+
+
+# ---------------------------------------------------------------------------- 68 landmarks
+
+class RotatingPredictor:
+    """The real predictor, with its points turned 60 degrees about their centre: the kind of
+    collapse dlib shows on a face tilted beyond ~30 degrees."""
+
+    name = "turned dlib"
+
+    def __init__(self):
+        self.inner = Landmarks68Predictor()
+
+    def predict(self, image, box):
+        points = self.inner.predict(image, box)
+        angle = np.deg2rad(60.0)
+        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        centre = points.mean(axis=0)
+        return ((points - centre) @ rotation.T + centre).astype(np.float32)
+
+
+class FailingPredictor:
+    name = "broken dlib"
+
+    def predict(self, image, box):
+        raise RuntimeError("dlib exploded")
+
+
+def _strip_landmarks68(cache_file):
+    """Rewrite a cache as the code before the 68 points wrote it."""
+    payload = json.loads(cache_file.read_text())
+    payload.pop("landmarks68_predictor")
+    for entry in payload["entries"].values():
+        entry.pop("landmarks68", None)
+        entry.pop("landmarks68_missing", None)
+    cache_file.write_text(json.dumps(payload))
+
+
+def test_aligned_photos_get_68_landmarks_in_photo_pixels(tmp_path, detector):
+    root = _write_faces(tmp_path / "faces", 2)
+    summary = prepare_alignment(root, list_image_files(root), detector, progress=False)
+    assert (summary.landmarks68, summary.landmarks68_missing) == (2, 0)
+    assert "68 landmarks: 2 predicted, 0 missing;" in summary.line()
+    payload = json.loads((root / CACHE_FILE_NAME).read_text())
+    assert "shape_predictor_68" in payload["landmarks68_predictor"]
+    for name, record in AlignmentCache.load(root / CACHE_FILE_NAME).entries.items():
+        assert record.landmarks68.shape == (68, 2) and record.landmarks68.dtype == np.float32
+        image = np.asarray(Image.open(root / name).convert("RGB"))
+        np.testing.assert_array_equal(record.landmarks68,
+                                      Landmarks68Predictor().predict(image, record.box))
+        # Photo pixels: the eye centres sit on MTCNN's eyes.
+        eyes = record.landmarks68[36:48].reshape(2, 6, 2).mean(axis=1)
+        assert np.abs(eyes - record.landmarks5[:2]).max() < 0.05 * record.image_size[0]
+
+
+def test_a_cache_without_68_landmarks_loads_and_the_next_run_adds_them_without_detecting(
+        tmp_path, detector, caplog):
+    root = _write_faces(tmp_path / "faces", 2)
+    prepare_alignment(root, list_image_files(root), detector, progress=False)
+    with_points = AlignmentCache.load(root / CACHE_FILE_NAME).entries
+    _strip_landmarks68(root / CACHE_FILE_NAME)
+
+    old = AlignmentCache.load(root / CACHE_FILE_NAME)
+    assert all(not record.landmarks68_attempted and record.landmarks68 is None
+               for record in old.entries.values())
+    with caplog.at_level(logging.WARNING):
+        dataset = ImageFolderFaces(root)
+    assert "2 of 2 aligned photos have no 68-point landmarks yet" in caplog.text
+    assert "landmarks68" not in dataset[0]
+
+    counting = CountingDetector(detector)
+    summary = prepare_alignment(root, list_image_files(root), counting, progress=False)
+    assert counting.calls == 0 and summary.from_cache == 2 and summary.landmarks68 == 2
+    for name, record in AlignmentCache.load(root / CACHE_FILE_NAME).entries.items():
+        np.testing.assert_array_equal(record.landmarks68, with_points[name].landmarks68)
+    assert ImageFolderFaces(root)[0]["landmarks68"].shape == (68, 2)
+
+
+@pytest.mark.parametrize("predictor, reason", [(RotatingPredictor(), "disagree with the detector"),
+                                               (FailingPredictor(), "dlib exploded")])
+def test_a_face_dlib_cannot_place_is_counted_missing_not_filled_with_zeros(
+        tmp_path, detector, predictor, reason):
+    root = _write_faces(tmp_path / "faces", 1)
+    summary = prepare_alignment(root, list_image_files(root), detector, progress=False,
+                                landmark_predictor=predictor)
+    assert (summary.aligned, summary.landmarks68, summary.landmarks68_missing) == (1, 0, 1)
+    assert "0 predicted, 1 missing" in summary.line()
+    assert reason in summary.landmarks68_missing_examples[0][1]
+    entry = json.loads((root / CACHE_FILE_NAME).read_text())["entries"]["face0.jpg"]
+    assert "landmarks68" not in entry and reason in entry["landmarks68_missing"]
+    record = AlignmentCache.load(root / CACHE_FILE_NAME).entries["face0.jpg"]
+    assert record.landmarks68 is None and record.landmarks68_attempted
+    sample = ImageFolderFaces(root)[0]
+    assert "landmarks68" not in sample and "landmarks5" in sample
+    # A recorded failure is not retried by the next run.
+    summary = prepare_alignment(root, list_image_files(root), detector, progress=False)
+    assert summary.landmarks68_missing == 1
+
+
+def test_without_dlib_photos_are_aligned_and_the_command_says_why_in_one_line(
+        tmp_path, monkeypatch, capsys):
+    root = _write_faces(tmp_path / "faces", 2)
+    missing = tmp_path / "no_model.dat"
+    monkeypatch.setattr(prepare, "Landmarks68Predictor", lambda: Landmarks68Predictor(missing))
+    assert main(["folder", str(root), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "2 aligned" in captured.out and "0 predicted, 0 missing, 2 not predicted" in captured.out
+    assert captured.err.count("\n") == 1 and str(missing) in captured.err
+    assert "aligning without 68-point landmarks" in captured.err
+    assert len(ImageFolderFaces(root)) == 2
+
+
+def test_no_landmarks68_flag_aligns_only(tmp_path, capsys):
+    root = _write_faces(tmp_path / "faces", 1)
+    assert main(["folder", str(root), "--no-progress", "--no-landmarks68"]) == 0
+    assert "0 predicted, 0 missing, 1 not predicted" in capsys.readouterr().out
+
+
+def test_a_photo_without_a_face_gets_one_line_from_the_command_and_the_data_set(tmp_path,
+                                                                               capsys):
+    root = tmp_path / "coffee"
+    root.mkdir()
+    Image.fromarray(data.coffee()).save(root / "coffee.png")
+    assert main(["folder", str(root), "--no-progress"]) == 0
+    output = capsys.readouterr().out
+    assert output.startswith("image folder: 1 photos: 0 aligned, 1 no face, 0 unreadable")
+    assert "68 landmarks" not in output  # nothing aligned, nothing to predict
+    assert "  skipped coffee.png: no face detected\n" in output
+    with pytest.raises(DatasetLayoutError, match="none of 1 photos has an aligned face") as error:
+        ImageFolderFaces(root)
+    assert "\n" not in str(error.value)
