@@ -31,6 +31,7 @@ class DataConfig:
     test_size: int = 512
     occlusion_prob: float = 0.5
     num_workers: int = 2
+    cache_dir: str = ".cache"        # rendered SynthFaces pools, mesh hierarchies, UV layouts
 
 
 @dataclass
@@ -62,6 +63,7 @@ class LossWeights:
     id: float = 0.2
     att: float = 0.005
     rob: float = 0.001
+    sa_photo: float = 0.5            # self-augmentation image consistency (section 3.2.3), stage 2
     # Deep3D-style auxiliaries of the coarse stage (landmarks in image-size units, coefficient prior,
     # skin-albedo flatness).
     landmark: float = 100.0
@@ -70,10 +72,69 @@ class LossWeights:
 
 
 @dataclass
-class TrainConfig:
+class StageConfig:
+    """One optimisation stage: Adam with the paper's step decay (lr * lr_decay ** (step // lr_decay_every))."""
+
     steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
+    lr_decay: float = 0.9
+    lr_decay_every: int = 1000
+
+
+@dataclass
+class WarmStartConfig(StageConfig):
+    """Stage 0 (embedded default only): supervised on SynthFaces' true coefficients and 68 landmarks.
+
+    It stands in for the ImageNet initialisation that cannot be downloaded here. enabled: "auto" runs it
+    when the data set is SynthFaces and neither ImageNet weights nor a Deep3D checkpoint are given.
+    """
+
+    enabled: str = "auto"             # auto | on | off
+    pool_size: int = 6000             # SynthFaces train samples rendered once and reused every epoch
+    landmark: float = 100.0           # weight of the 68-point landmark term
+
+
+@dataclass
+class CoarseConfig(StageConfig):
+    """Stage 1: the coarse regressor, self-supervised (Deep3D's recipe with the paper's L_id and L_att)."""
+
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    imagenet_weights: str | None = None   # "auto" (local torch cache), a path, or None
+    deep3d_checkpoint: str | None = None  # Deep3D epoch_20.pth to start from
+    pool_size: int = 6000                 # SynthFaces samples rendered once; 0 renders on the fly
+
+
+@dataclass
+class FineConfig(StageConfig):
+    """Stage 2: GCN refiners + self-augmentation, trained end to end with the regressor (eq. 5)."""
+
+    enabled: bool = True
+    use_mesh: bool = True             # mesh-wise refiner branch
+    use_faid: bool = True             # FAID decoder branch
+    use_attributes: bool = True       # FA features in the FAID vector (False: identity only, "w/o FA")
+    fusion: str = "average"           # average (the paper's) | learned
+    chebyshev_k: int = 6
+    regressor_lr_scale: float = 0.1   # the pre-trained regressor moves slower than the new GCNs
+    correction_weight: float = 0.01   # L2 prior on the fine albedo correction (keeps it to what the photo shows)
+
+
+@dataclass
+class AugmentConfig:
+    """Self-augmentation (the paper's section 3.2.3); ranges in degrees."""
+
+    pose: bool = True
+    occlusion: bool = True
+    max_yaw_deg: float = 90.0
+    max_pitch_deg: float = 30.0
+    max_roll_deg: float = 20.0
+    detach_inputs: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """The loop every stage runs in: device, logging, checkpoints, resume, NaN guard."""
+
     device: str = "auto"
     log_dir: str = "runs/default"
     checkpoint_dir: str = "checkpoints/default"
@@ -82,6 +143,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     seed: int = 0
     max_bad_steps: int = 10           # consecutive non-finite losses before giving up
+    eval_size: int = 128              # held-out samples in the table at the end of training
 
 
 @dataclass
@@ -91,6 +153,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     losses: LossWeights = field(default_factory=LossWeights)
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    fine: FineConfig = field(default_factory=FineConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

@@ -1,73 +1,56 @@
-"""The main training job: the coarse regressor trained with the paper's losses on the configured data.
+"""The main training job: warm start (embedded default) -> coarse, self-supervised -> fine + self-augmentation.
 
-    python -m experiments.train [--config experiments/configs/default.yaml] [--steps N] [--fresh]
+    python -m experiments.train [--config experiments/configs/default.yaml] [--fresh] [--only STAGE]
+    torchrun --nproc_per_node 2 -m experiments.train ...        # make train NPROC=2 (gloo on CPU, nccl on GPU)
 
-Steps: (1) train the attribute and parsing nets if their checkpoints are missing; (2) train the
-ResNet-50 regressor with L = photo + 0.2 id + 0.005 att (+ landmark and regularisers), self-supervised
-(no 3D labels: only the images and their 5 detected/projected landmarks). Checkpoints are written
-atomically every `train.checkpoint_every` steps and on Ctrl-C / SIGTERM; a rerun resumes from the last
-one (`--fresh` starts over). TensorBoard logs go to `train.log_dir`.
-
-The fine stage (GCN refiners) and the self-augmentation loop (L_rob) are not built yet; their loss
-terms are left out and the run says so.
+0. the attribute and parsing nets are trained first when their checkpoints are missing;
+1. warm start (`coarse.warm_start`, SynthFaces only): the regressor learns from SynthFaces' ground truth, in
+   place of the ImageNet initialisation that cannot be downloaded here;
+2. coarse (`coarse`): Deep3D's self-supervised recipe with the paper's L_id and L_att;
+3. fine (`fine`, `augment`): the GCN refiners and self-augmentation, end to end with the regressor (eq. 5).
+Each stage resumes from checkpoints/<name>/<stage>.pt; `last.pt` is always the latest. Ctrl-C saves and
+stops; the same command resumes. A held-out table (mean face / coarse / fine) ends the run and goes to
+<log_dir>/summary.json.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import math
-import signal
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from coarse.bfm import BFMFormatError
-from coarse.face_model import assemble_face
 from coarse.load_model import load_morphable_model
-from coarse.regressor import CoarseRegressor
+from coarse.regressor import CheckpointError as RegressorCheckpointError
+from coarse.regressor import CoarseRegressor, load_deep3d_checkpoint
 from data.align import write_json_atomically
-from data.samples import collate_face_samples
 from data.synthfaces import SynthFaces, SynthFacesConfig
 from experiments.config import Config, ConfigError, load_config
-from experiments.perception_nets import ensure_perception_nets
-from losses import (
-    albedo_flatness, attribute_loss, coefficient_regulariser, identity_loss, landmark_loss, photometric_loss, skin_mask,
-)
+from experiments.loop import Distributed, NonFiniteLossError, run_stage, stage_checkpoint, step_batches
+from experiments.objectives.coarse import CoarseObjective
+from experiments.objectives.fine import FineObjective, step_generator
+from experiments.objectives.warm_start import WarmStartObjective
+from experiments.perception_nets import RenderedOnce, ensure_perception_nets
+from experiments.pipeline import FacePipeline, build_fine_parts
 from perception.attributes import load_attribute_net
 from perception.facenet import MissingWeightsError
 from perception.identity import build_identity_net
 from perception.parsing import load_parsing_net
-from perception.training import CheckpointError, open_summary_writer, read_checkpoint, resolve_device, save_checkpoint_atomic
-from render.image_io import contact_sheet, save_png
-from render.rasterizer import render_mesh
+from perception.training import CheckpointError, resolve_device, save_checkpoint_atomic
 
-CHECKPOINT_FORMAT = "faid-coarse-train"
+POOL_KEYS = ("image", "coeffs", "landmarks68", "landmarks5")
 
 
-class StepSampler(Sampler[int]):
-    """Indices for steps [start, total): step k draws `batch` indices from a generator seeded by (seed, k),
-    so a resumed run sees exactly the batches an uninterrupted one would have."""
-
-    def __init__(self, length: int, batch: int, seed: int, start: int, total: int):
-        self.length, self.batch, self.seed, self.start, self.total = length, batch, seed, start, total
-
-    def __iter__(self):
-        for step in range(self.start, self.total):
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-            yield from torch.randint(self.length, (self.batch,), generator=g).tolist()
-
-    def __len__(self) -> int:
-        return max(self.total - self.start, 0) * self.batch
-
-
-def build_dataset(cfg: Config, split: str, size: int, model) -> Dataset:
+def build_dataset(cfg: Config, split: str, size: int, model, image_size: int | None = None) -> Dataset:
+    """The configured data set's `split` (SynthFaces renders `size` samples at `image_size`)."""
     if cfg.data.dataset == "synthfaces":
-        config = SynthFacesConfig(image_size=cfg.data.image_size, occlusion_prob=cfg.data.occlusion_prob)
+        config = SynthFacesConfig(image_size=image_size or cfg.data.image_size, occlusion_prob=cfg.data.occlusion_prob)
         return SynthFaces(split, size=size, seed=cfg.data.synth_seed, config=config, model=model)
     if not cfg.data.root:
         raise ConfigError(f"data.root: set it to the {cfg.data.dataset} folder (see README)")
@@ -82,213 +65,228 @@ def build_dataset(cfg: Config, split: str, size: int, model) -> Dataset:
     raise ConfigError(f"data.dataset: '{cfg.data.dataset}' cannot train (use synthfaces, celeba or folder)")
 
 
-class CoarseObjective:
-    """Renders predicted coefficients and computes the weighted losses. Holds the frozen perception nets."""
+def training_pool(cfg: Config, model) -> Dataset:
+    """SynthFaces' training samples rendered once (uint8) and cached on disk, so every stage, epoch and resumed
+    run reuses them instead of re-rendering; other data sets are read as they are."""
+    if cfg.data.dataset != "synthfaces" or not cfg.coarse.pool_size:
+        return build_dataset(cfg, "train", cfg.data.train_size, model)
+    size = min(cfg.coarse.pool_size, cfg.data.train_size)
+    key = hashlib.sha1(json.dumps([asdict(cfg.model), cfg.data.synth_seed, cfg.data.image_size, cfg.data.occlusion_prob,
+                                   size, POOL_KEYS]).encode()).hexdigest()[:12]
+    path = Path(cfg.data.cache_dir) / "synthfaces_pool" / f"{key}.pt"
+    if path.is_file():
+        try:
+            return PooledSamples(torch.load(path, weights_only=True))
+        except Exception:  # damaged cache: render again
+            path.unlink()
+    pool = RenderedOnce(build_dataset(cfg, "train", size, model), POOL_KEYS, f"render {size} training faces",
+                        cfg.data.num_workers)
+    save_checkpoint_atomic({"items": pool.items}, path)
+    return PooledSamples({"items": pool.items})
 
-    def __init__(self, cfg: Config, model, identity_net, attribute_net, parsing_net):
-        self.cfg, self.model = cfg, model
-        self.identity_net, self.attribute_net, self.parsing_net = identity_net, attribute_net, parsing_net
 
-    def __call__(self, coeffs: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict, dict]:
-        w, image = self.cfg.losses, batch["image"]
-        size = image.shape[-1]
-        face = assemble_face(self.model, coeffs, size)
-        out = render_mesh(face.screen, self.model.triangles, face.colors, size)
-        rendered = out.image.clamp(0, 1)
-        composite = rendered * out.mask + image * (1 - out.mask)
+class PooledSamples(Dataset):
+    """Samples held in memory as written by RenderedOnce (images as uint8)."""
+
+    def __init__(self, payload: dict):
+        self.items = payload["items"]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return {k: v.float() / 255 if isinstance(v, torch.Tensor) and v.dtype == torch.uint8 else v
+                for k, v in self.items[index].items()}
+
+
+def warm_start_enabled(cfg: Config) -> bool:
+    mode = cfg.coarse.warm_start.enabled
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"coarse.warm_start.enabled: expected auto, on or off, got '{mode}'")
+    if mode == "auto":
+        return cfg.data.dataset == "synthfaces" and not cfg.coarse.imagenet_weights and not cfg.coarse.deep3d_checkpoint
+    if mode == "on" and cfg.data.dataset != "synthfaces":
+        raise ConfigError("coarse.warm_start.enabled: the warm start needs SynthFaces' ground truth (data.dataset: synthfaces)")
+    return mode == "on"
+
+
+def _rows(*rows: torch.Tensor, count: int = 4) -> tuple[list[torch.Tensor], int]:
+    """Contact-sheet tiles: one column per row tensor, one line per sample (first `count`)."""
+    n = min(count, rows[0].shape[0])
+    tiles = [row[i].expand(3, -1, -1) for i in range(n) for row in rows]
+    return tiles, len(rows)
+
+
+class RegressorStage:
+    """Warm start or coarse stage: only the regressor trains."""
+
+    def __init__(self, objective, pipeline: FacePipeline):
+        self.objective, self.pipeline, self.name = objective, pipeline, objective.name
+
+    def modules(self) -> dict:
+        return {"regressor": self.pipeline.regressor}
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": list(self.pipeline.regressor.parameters())}]
+
+    def step(self, batch: dict):
+        return self.objective(batch)
+
+    def preview(self, batch: dict, visuals: dict):
+        image = batch["image"]
+        if "composite" in visuals:
+            tiles, columns = _rows(image, visuals["composite"], visuals["mask"])
+            return tiles, columns, "input|render|mask"
         with torch.no_grad():
-            m = skin_mask(self.parsing_net, image)
-        terms = {
-            "photo": photometric_loss(image, rendered, out.mask * m),
-            "id": identity_loss(self.identity_net, image, composite),
-            "att": attribute_loss(self.attribute_net, image, composite),
-            "reg": coefficient_regulariser(coeffs),
-            "reflectance": albedo_flatness(face.albedo, self.model.skin_mask),
-        }
-        predicted = self.model.landmarks5_from_68(face.landmarks) - 0.5  # to data's pixel-index units
-        if "landmarks5" in batch and isinstance(batch["landmarks5"], torch.Tensor):
-            terms["landmark"] = landmark_loss(predicted, batch["landmarks5"], size)
-        weights = {"photo": w.photo, "id": w.id, "att": w.att, "reg": w.reg, "reflectance": w.reflectance,
-                   "landmark": w.landmark}
-        total = sum(weights[k] * v for k, v in terms.items())
-        visuals = {"rendered": rendered, "composite": composite, "mask": m, "render_mask": out.mask,
-                   "landmarks5": predicted}
-        return total, {k: float(v.detach()) for k, v in terms.items()}, visuals
+            coeffs = visuals["coeffs"][:4].detach()
+            predicted = self.pipeline.render(coeffs, None, image.shape[-1], image[:4])
+            truth = self.pipeline.render(batch["coeffs"][:4], None, image.shape[-1], image[:4])
+        tiles, columns = _rows(image, predicted.image, truth.image)
+        return tiles, columns, "input|predicted|true coefficients"
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+class FineStage:
+    """Stage 2: the regressor (at regressor_lr_scale) and the fine GCNs train together."""
+
+    name = "fine"
+
+    def __init__(self, objective: FineObjective, pipeline: FacePipeline, regressor_lr_scale: float, seed: int, start: int):
+        self.objective, self.pipeline, self.lr_scale, self.seed, self.count = objective, pipeline, regressor_lr_scale, seed, start
+
+    def modules(self) -> dict:
+        return {"regressor": self.pipeline.regressor, "fine": self.pipeline.fine}
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": list(self.pipeline.fine.parameters())},
+                {"params": list(self.pipeline.regressor.parameters()), "lr_scale": self.lr_scale}]
+
+    def step(self, batch: dict):
+        self.count += 1
+        return self.objective(batch, step_generator(self.seed, self.count))
+
+    def preview(self, batch: dict, visuals: dict):
+        image, prediction = batch["image"], visuals["prediction"]
+        with torch.no_grad():
+            coarse = self.pipeline.render(prediction.coeffs[:4].detach(), None, image.shape[-1], image[:4]).image
+        rows = [image, coarse, visuals["composite"]]
+        augmented = visuals["augmented"]
+        if augmented is not None:
+            for view in augmented.branches().values():
+                rows += [view.image, view.recon_image]
+        tiles, columns = _rows(*[r[:4].detach() for r in rows])
+        return tiles, columns, "input|coarse|fine|I_rot|recon|I_occ|recon"
 
 
-def _preview(batch: dict, visuals: dict, count: int = 4) -> list[torch.Tensor]:
-    n = min(count, batch["image"].shape[0])
-    rows = [batch["image"][:n], visuals["composite"][:n], visuals["mask"][:n].expand(-1, 3, -1, -1)]
-    return [im.detach().cpu() for row in rows for im in row]
-
-
-class Stop:
-    """Set by SIGINT/SIGTERM so the loop can checkpoint and leave cleanly."""
-
-    def __init__(self):
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-
-@torch.no_grad()
-def evaluate(objective: CoarseObjective, predict, dataset: Dataset, count: int, batch_size: int,
-             device: torch.device) -> dict:
-    """Mean loss terms plus PSNR (dB, over rendered pixels the parsing mask calls skin), 5-point landmark
-    error (pixels) and identity cosine, over the first `count` samples. predict: images -> (B, 257)."""
-    sums: dict[str, float] = {}
-    seen = 0
-    for start in range(0, min(count, len(dataset)), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, count, len(dataset)))]
-        batch = _to(collate_face_samples(items), device)
-        coeffs = predict(batch["image"])
-        _, terms, visuals = objective(coeffs, batch)
-        weight = visuals["mask"] * visuals["render_mask"]
-        mse = ((visuals["composite"] - batch["image"]) ** 2 * weight).flatten(1).sum(1) / (3 * weight.flatten(1).sum(1)).clamp(min=1)
-        n = len(items)
-        values = dict(terms, psnr_db=float((10 * torch.log10(1 / mse.clamp(min=1e-10))).mean()),
-                      id_cosine=1 - terms["id"])
-        if "landmark" in terms:
-            values["landmark_px"] = float((visuals["landmarks5"] - batch["landmarks5"]).norm(dim=-1).mean())
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v * n
-        seen += n
-    return {k: v / max(seen, 1) for k, v in sums.items()}
-
-
-def train(cfg: Config, fresh: bool = False) -> dict:
-    t = cfg.train
-    device = resolve_device(t.device)
-    torch.manual_seed(t.seed)
-    ensure_perception_nets(cfg)
-    model = load_morphable_model(cfg.model.bfm, cfg.model.synthface_seed)
-    train_set = build_dataset(cfg, "train", cfg.data.train_size, model)
-    model = model.to(device)
-    regressor = CoarseRegressor().to(device)
-    optimiser = torch.optim.Adam(regressor.parameters(), lr=t.lr)
+def perception_nets(cfg: Config, device: torch.device):
     identity_net = build_identity_net(cfg.perception.identity_net, cfg.perception.facenet_weights, device=device).eval()
-    attribute_net = load_attribute_net(cfg.perception.attributes_checkpoint, device).eval()
-    parsing_net = load_parsing_net(cfg.perception.parsing_checkpoint, device).eval()
-    for net in (attribute_net, parsing_net):
-        net.requires_grad_(False)
-    objective = CoarseObjective(cfg, model, identity_net, attribute_net, parsing_net)
+    attribute_net = load_attribute_net(cfg.perception.attributes_checkpoint, device).eval().requires_grad_(False)
+    parsing_net = load_parsing_net(cfg.perception.parsing_checkpoint, device).eval().requires_grad_(False)
+    return identity_net, attribute_net, parsing_net
 
-    checkpoint = Path(t.checkpoint_dir) / "last.pt"
-    start = 0
-    if checkpoint.is_file() and not fresh:
-        state = read_checkpoint(checkpoint, CHECKPOINT_FORMAT, device)
-        regressor.load_state_dict(state["regressor"])
-        optimiser.load_state_dict(state["optimiser"])
-        start = int(state["step"])
-        print(f"resuming from {checkpoint} at step {start}")
-    if start >= t.steps:
-        print(f"{checkpoint} already reached {start} >= {t.steps} steps; pass --steps to train longer or --fresh")
-        return {"step": start}
 
-    def save(step: int) -> None:
-        save_checkpoint_atomic({"format": CHECKPOINT_FORMAT, "regressor": regressor.state_dict(),
-                                "optimiser": optimiser.state_dict(), "step": step, "config": asdict(cfg)}, checkpoint)
+def new_regressor(cfg: Config) -> CoarseRegressor:
+    regressor = CoarseRegressor(imagenet_weights=cfg.coarse.imagenet_weights or False)
+    if cfg.coarse.deep3d_checkpoint:
+        load_deep3d_checkpoint(regressor, cfg.coarse.deep3d_checkpoint)
+    return regressor
 
-    loader = DataLoader(train_set, batch_size=t.batch_size, collate_fn=collate_face_samples,
-                        sampler=StepSampler(len(train_set), t.batch_size, t.seed, start, t.steps),
-                        num_workers=cfg.data.num_workers, persistent_workers=False)
-    writer = open_summary_writer(t.log_dir)
-    print(f"training the coarse regressor on {cfg.data.dataset} ({len(train_set)} samples) on {device} for "
-          f"steps {start}..{t.steps}; fine stage and self-augmentation (L_rob) are not built yet, so "
-          "their terms are left out")
-    stop, bad, step, last_terms = Stop(), 0, start, {}
-    regressor.train()
-    progress = tqdm(loader, total=t.steps - start, initial=0, desc="train", unit="step", dynamic_ncols=True)
+
+def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
+    """Run every enabled stage (resuming), then the held-out evaluation. Returns the summary dict."""
+    device = resolve_device(cfg.train.device)
+    ddp = Distributed.from_environment(device)
+    torch.manual_seed(cfg.train.seed)
+    if fresh and ddp.is_main:
+        for stage in ("warm_start", "coarse", "fine", "last"):
+            stage_checkpoint(cfg, stage).unlink(missing_ok=True)
+    if ddp.is_main:
+        ensure_perception_nets(cfg)
+    ddp.barrier()
+    model = load_morphable_model(cfg.model.bfm, cfg.model.synthface_seed)
+    pool = training_pool(cfg, model)
+    model = model.to(device)
+    pipeline = FacePipeline(model, new_regressor(cfg), cfg.data.image_size).to(device)
+    identity_net, attribute_net, parsing_net = perception_nets(cfg, device)
+    workers = cfg.data.num_workers if not isinstance(pool, PooledSamples) else 0
+
+    def batches(stage_cfg):
+        return lambda start: step_batches(pool, stage_cfg, cfg.train.seed, start, workers, ddp)
+
+    plan = []
+    if warm_start_enabled(cfg):
+        plan.append(("warm_start", cfg.coarse.warm_start,
+                     lambda: RegressorStage(WarmStartObjective(pipeline, cfg.coarse.warm_start.landmark), pipeline)))
+    plan.append(("coarse", cfg.coarse, lambda: RegressorStage(
+        CoarseObjective(pipeline, cfg.losses, identity_net, attribute_net, parsing_net), pipeline)))
+    if cfg.fine.enabled:
+        def fine_stage():
+            pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, model, device)
+            pipeline.use_attributes = cfg.fine.use_attributes
+            objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, identity_net,
+                                      attribute_net, parsing_net, cfg.data.image_size)
+            done = torch.load(stage_checkpoint(cfg, "fine"), map_location="cpu", weights_only=True)["step"] \
+                if stage_checkpoint(cfg, "fine").is_file() else 0
+            return FineStage(objective, pipeline, cfg.fine.regressor_lr_scale, cfg.train.seed, done)
+        plan.append(("fine", cfg.fine, fine_stage))
+
+    summary: dict = {"stages": {}}
     started = time.time()
-    for batch in progress:
-        batch = _to(batch, device)
-        coeffs = regressor(batch["image"])
-        loss, terms, visuals = objective(coeffs, batch)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            bad += 1
-            optimiser.zero_grad(set_to_none=True)
-            print(f"step {step}: non-finite loss ({terms}); skipped ({bad}/{t.max_bad_steps} in a row)", file=sys.stderr)
-            if bad >= t.max_bad_steps:
-                save(step)
-                raise RuntimeError(f"{t.max_bad_steps} non-finite losses in a row at step {step}; last good weights "
-                                   f"are in {checkpoint}; lower train.lr and rerun to resume")
-            step += 1
+    for name, stage_cfg, make in plan:
+        if only and name != only:
             continue
-        bad = 0
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(regressor.parameters(), 10.0)
-        optimiser.step()
-        step += 1
-        last_terms = terms
-        progress.set_postfix(loss=f"{loss_value:.4f}", photo=f"{terms['photo']:.3f}")
-        if writer is not None and step % t.log_every == 0:
-            writer.add_scalar("loss/total", loss_value, step)
-            for k, v in terms.items():
-                writer.add_scalar(f"loss/{k}", v, step)
-        if step % t.image_every == 0 or step == t.steps:
-            sheet = contact_sheet(_preview(batch, visuals), columns=min(4, batch["image"].shape[0]))
-            save_png(sheet, Path(t.log_dir) / "previews" / f"step_{step:06d}.png")
-            if writer is not None:
-                import numpy as np
-
-                writer.add_image("input|render|mask", np.asarray(sheet), step, dataformats="HWC")
-        if step % t.checkpoint_every == 0 or step == t.steps:
-            save(step)
-        if stop.requested:
-            save(step)
-            print(f"\nstopped at step {step}; checkpoint in {checkpoint}; rerun the same command to resume")
-            break
-    progress.close()
-    if writer is not None:
-        writer.close()
-    summary = {"step": step, "seconds": round(time.time() - started, 1), "last_losses": last_terms,
-               "checkpoint": str(checkpoint)}
-    if cfg.data.val_size and not stop.requested:
-        val_set = build_dataset(cfg, "val", cfg.data.val_size, model.to("cpu"))
-        count = min(cfg.data.val_size, 64)
-        regressor.eval()
-        trained = evaluate(objective, regressor, val_set, count, t.batch_size, device)
-        untrained = CoarseRegressor(imagenet_weights=False).to(device).eval()
-        baseline = evaluate(objective, untrained, val_set, count, t.batch_size, device)
-        summary["val"] = {"trained": trained, "mean_face_baseline": baseline, "samples": count}
-        print(f"held-out ({count} {cfg.data.dataset} val samples): metric, trained vs. untrained (mean face)")
-        for key in ("psnr_db", "landmark_px", "id_cosine", "photo"):
-            if key in trained:
-                print(f"  {key:<12} {trained[key]:8.4f}  vs. {baseline[key]:8.4f}")
-        write_json_atomically(Path(t.log_dir) / "summary.json", summary)
-    print(json.dumps({k: v for k, v in summary.items() if k != "val"}))
+        stage = make()
+        result = run_stage(stage, batches(stage_cfg), stage_cfg, cfg, device, ddp)
+        summary["stages"][name] = result
+        if result.get("stopped"):
+            return summary
+    summary["train_seconds"] = round(time.time() - started, 1)
+    if ddp.is_main and cfg.train.eval_size:
+        summary["val"] = held_out_table(cfg, device)
+        write_json_atomically(Path(cfg.train.log_dir) / "summary.json", summary)
+        print(f"summary: {Path(cfg.train.log_dir) / 'summary.json'}")
     return summary
+
+
+def held_out_table(cfg: Config, device: torch.device) -> dict:
+    """Mean face vs. coarse vs. fine on cfg.train.eval_size held-out samples (experiments.evaluate)."""
+    from experiments.evaluate import evaluate_checkpoint_for_training
+
+    return evaluate_checkpoint_for_training(cfg, stage_checkpoint(cfg, "last"), device)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="experiments/configs/default.yaml")
-    parser.add_argument("--steps", type=int, default=None, help="override train.steps")
-    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    parser.add_argument("--fresh", action="store_true", help="delete this run's checkpoints and start over")
+    parser.add_argument("--only", choices=("warm_start", "coarse", "fine"), help="run just this stage")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set coarse.steps=200 (YAML value syntax)")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, {"train": {"steps": args.steps}} if args.steps else None)
-        train(cfg, fresh=args.fresh)
-    except (ConfigError, BFMFormatError, CheckpointError, MissingWeightsError) as exc:
+        cfg = load_config(args.config, overrides_from(args.set))
+        train(cfg, fresh=args.fresh, only=args.only)
+    except (ConfigError, BFMFormatError, CheckpointError, RegressorCheckpointError, MissingWeightsError,
+            NonFiniteLossError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        if "non-finite" not in str(exc):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(exc, NonFiniteLossError) else 2
     return 0
+
+
+def overrides_from(pairs: list[str]) -> dict:
+    """["coarse.steps=200", "fine.enabled=false"] -> nested dict (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair}: expected KEY=VALUE, e.g. coarse.steps=200")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
 
 
 if __name__ == "__main__":

@@ -52,3 +52,16 @@ def test_albedo_flatness_is_zero_for_uniform_skin():
     assert albedo_flatness(flat, mask) == 0
     flat[0, 1] = 0.9
     assert albedo_flatness(flat, mask) > 0
+
+
+def test_landmark_loss_on_68_points_matches_a_hand_computed_value():
+    # Weights before normalisation: 20 on points 28-30 and on the 8 inner-mouth points 60-67, 1 on the
+    # other 57; their mean is (57 + 11 * 20) / 68 = 277 / 68.
+    target = torch.zeros(1, 68, 2)
+    predicted = target.clone()
+    predicted[0, 0] = torch.tensor([3.0, 4.0])     # a jaw point 5 px off: raw weight 1
+    predicted[0, 30] = torch.tensor([0.0, 2.0])    # the nose tip 2 px off: raw weight 20
+    size = 100
+    mean_weight = 277 / 68
+    expected = (1 * (5 / size) ** 2 + 20 * (2 / size) ** 2) / mean_weight / 68
+    assert torch.isclose(landmark_loss(predicted, target, size), torch.tensor(expected), rtol=1e-6)

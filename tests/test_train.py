@@ -1,34 +1,43 @@
 import pytest
 import torch
+from torch import nn
 
 from coarse import coefficients as C
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
 from experiments import train as train_module
 from experiments.config import load_config
+from experiments.loop import StepSampler
+from experiments.objectives import coarse as coarse_objective_module
+from experiments.objectives.coarse import CoarseObjective
 from experiments.perception_nets import main as perception_main
-from experiments.train import CoarseObjective, StepSampler, main, train
-from perception.attributes import AttributeNet, save_attribute_net
+from experiments.pipeline import FacePipeline
+from experiments.train import main, overrides_from, train
+from perception.attributes import AttributeNet, load_attribute_net, save_attribute_net
 from perception.identity import build_identity_net
-from perception.parsing import ParsingNet, save_parsing_net
+from perception.parsing import ParsingNet, load_parsing_net, save_parsing_net
 
 
-def _config(tmp_path, **train):
-    overrides = {
+def _config(tmp_path, **overrides):
+    values = {
         "name": "test",
-        "data": {"image_size": 64, "train_size": 16, "num_workers": 0},
+        "data": {"image_size": 48, "train_size": 16, "num_workers": 0, "cache_dir": str(tmp_path / "cache")},
         "perception": {"attributes_checkpoint": str(tmp_path / "attr.pt"), "parsing_checkpoint": str(tmp_path / "parsing.pt")},
-        "train": {"steps": 2, "batch_size": 2, "log_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ck"),
-                  "image_every": 2, "checkpoint_every": 1, "log_every": 1, **train},
+        "coarse": {"steps": 2, "batch_size": 2, "pool_size": 16, "warm_start": {"steps": 2, "batch_size": 2}},
+        "fine": {"enabled": False},
+        "train": {"log_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ck"), "image_every": 2,
+                  "checkpoint_every": 1, "log_every": 1, "eval_size": 0},
     }
-    return load_config("experiments/configs/default.yaml", overrides)
+    for section, fields in overrides.items():
+        values[section] = {**values.get(section, {}), **fields}
+    return load_config("experiments/configs/default.yaml", values)
 
 
 @pytest.fixture()
 def perception_checkpoints(tmp_path):
     torch.manual_seed(0)
     finished = {"epochs": _config(tmp_path).perception.attributes_train.epochs}  # counts as fully trained
-    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=64), tmp_path / "attr.pt", finished)
-    save_parsing_net(ParsingNet(image_size=64), tmp_path / "parsing.pt", finished)
+    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=48), tmp_path / "attr.pt", finished)
+    save_parsing_net(ParsingNet(image_size=48), tmp_path / "parsing.pt", finished)
     return tmp_path
 
 
@@ -38,31 +47,61 @@ def test_step_sampler_resumes_with_the_same_batches():
     assert resumed == full[12:] and len(full) == 24
 
 
-def test_training_writes_checkpoint_and_resumes(perception_checkpoints, capsys):
+def test_step_sampler_shards_each_step_across_processes():
+    full = list(StepSampler(100, 4, seed=1, start=0, total=3))
+    ranks = [list(StepSampler(100, 4, seed=1, start=0, total=3, rank=r, world_size=2)) for r in (0, 1)]
+    for step in range(3):
+        assert sorted(ranks[0][2 * step:2 * step + 2] + ranks[1][2 * step:2 * step + 2]) == sorted(full[4 * step:4 * step + 4])
+
+
+def test_training_runs_both_stages_writes_checkpoints_and_resumes(perception_checkpoints, capsys):
     tmp_path = perception_checkpoints
-    cfg = _config(tmp_path)
-    summary = train(cfg)
-    assert summary["step"] == 2 and (tmp_path / "ck" / "last.pt").is_file()
-    assert list((tmp_path / "runs" / "previews").glob("*.png"))
+    summary = train(_config(tmp_path))
+    assert set(summary["stages"]) == {"warm_start", "coarse"}
+    for name in ("warm_start", "coarse", "last"):
+        assert (tmp_path / "ck" / f"{name}.pt").is_file()
+    assert list((tmp_path / "runs" / "previews").glob("warm_start_*.png"))
+    assert list((tmp_path / "runs" / "previews").glob("coarse_*.png"))
     assert any(p.name.startswith("events") for p in (tmp_path / "runs").iterdir())
     capsys.readouterr()
-    summary = train(_config(tmp_path, steps=3))
-    assert "resuming from" in capsys.readouterr().out and summary["step"] == 3
+    summary = train(_config(tmp_path, coarse={"steps": 3}))
+    out = capsys.readouterr().out
+    assert "[warm_start] done" in out and "[coarse] resuming" in out
+    assert summary["stages"]["coarse"]["step"] == 3
+    pipeline = FacePipeline.from_checkpoint(tmp_path / "ck" / "last.pt")
+    assert pipeline.stages == ("coarse",) and pipeline.input_size == 48
 
 
 def test_non_finite_losses_stop_with_a_clear_error_and_keep_a_checkpoint(perception_checkpoints, monkeypatch, capsys):
     tmp_path = perception_checkpoints
     original = CoarseObjective.__call__
 
-    def poisoned(self, coeffs, batch):
-        total, terms, visuals = original(self, coeffs, batch)
+    def poisoned(self, batch):
+        total, terms, visuals = original(self, batch)
         return total * float("nan"), terms, visuals
 
     monkeypatch.setattr(CoarseObjective, "__call__", poisoned)
-    monkeypatch.setattr(train_module, "load_config", lambda *a, **k: _config(tmp_path, steps=5, max_bad_steps=2))
+    monkeypatch.setattr(train_module, "load_config",
+                        lambda *a, **k: _config(tmp_path, coarse={"steps": 5}, train={"max_bad_steps": 2}))
     assert main([]) == 1
     err = capsys.readouterr().err
-    assert "non-finite losses in a row" in err and (tmp_path / "ck" / "last.pt").is_file()
+    assert "non-finite losses in a row" in err and (tmp_path / "ck" / "coarse.pt").is_file()
+
+
+def test_set_overrides_parse_nested_yaml_values():
+    assert overrides_from(["coarse.steps=200", "fine.use_faid=false", "name=x"]) == \
+        {"coarse": {"steps": 200}, "fine": {"use_faid": False}, "name": "x"}
+
+
+class FixedCoefficients(nn.Module):
+    """A 'regressor' whose output is a free parameter: fitting it is analysis by synthesis."""
+
+    def __init__(self, initial: torch.Tensor):
+        super().__init__()
+        self.coeffs = nn.Parameter(initial.clone())
+
+    def forward(self, images):
+        return self.coeffs.expand(images.shape[0], -1)
 
 
 def test_losses_fit_an_image_by_analysis_by_synthesis(perception_checkpoints, monkeypatch):
@@ -71,21 +110,19 @@ def test_losses_fit_an_image_by_analysis_by_synthesis(perception_checkpoints, mo
     cfg = _config(tmp_path)
     data = SynthFaces("val", size=1, config=SynthFacesConfig(image_size=64, occlusion_prob=0.0))
     sample = data[0]
-    batch = {"image": sample["image"][None], "landmarks5": sample["landmarks5"][None]}
-    from perception.attributes import load_attribute_net
-    from perception.parsing import load_parsing_net
-
-    objective = CoarseObjective(cfg, data.model, build_identity_net("dlib").eval(),
+    batch = {"image": sample["image"][None], "landmarks68": sample["landmarks68"][None]}
+    start = torch.zeros(1, C.N_COEFFS)
+    start[0, C.TRANS] = data.base_translation
+    regressor = FixedCoefficients(start)
+    pipeline = FacePipeline(data.model, regressor, input_size=64)
+    objective = CoarseObjective(pipeline, cfg.losses, build_identity_net("dlib").eval(),
                                 load_attribute_net(tmp_path / "attr.pt").eval(), load_parsing_net(tmp_path / "parsing.pt").eval())
     # Use the true skin mask instead of an untrained parsing net.
-    monkeypatch.setattr(train_module, "skin_mask", lambda net, image: sample["face_mask"][None])
-    coeffs = torch.zeros(1, C.N_COEFFS)
-    coeffs[0, C.TRANS] = data.base_translation
-    coeffs.requires_grad_()
-    optimiser = torch.optim.Adam([coeffs], lr=0.03)
+    monkeypatch.setattr(coarse_objective_module, "skin_mask", lambda net, image: sample["face_mask"][None])
+    optimiser = torch.optim.Adam(regressor.parameters(), lr=0.03)
     first = None
     for _ in range(60):
-        loss, terms, _ = objective(coeffs, batch)
+        loss, terms, _ = objective(batch)
         first = first or terms
         optimiser.zero_grad()
         loss.backward()

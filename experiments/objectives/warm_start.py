@@ -1,0 +1,71 @@
+"""Stage 0 of the embedded default: a supervised warm start on SynthFaces' ground truth.
+
+No ImageNet ResNet-50 can be downloaded here, and a regressor trained from random weights with only
+self-supervised losses does not find the head pose in a CPU budget. This stage stands in for the
+ImageNet initialisation: the regressor learns pose, translation, shape, expression, albedo and light
+from SynthFaces' true coefficients, plus the 68 projected landmarks. The self-supervised stage that
+follows is the paper's, unchanged. It is off when ImageNet weights or a Deep3D checkpoint are given.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from coarse import coefficients as C
+from coarse.face_model import assemble_face
+from coarse.priors import CoefficientPrior
+from losses import landmark_loss
+
+
+def coefficient_scales(prior: CoefficientPrior = CoefficientPrior()) -> torch.Tensor:
+    """(257,) the prior's standard deviation of every coefficient, so each group's error is unit-free.
+
+    Uniform ranges +-a have standard deviation a / sqrt(3).
+    """
+    scale = torch.ones(C.N_COEFFS)
+    scale[C.ID] = prior.id_std
+    scale[C.EXP] = prior.exp_std
+    scale[C.TEX] = prior.tex_std
+    scale[C.ANGLE] = torch.tensor([prior.max_pitch, prior.max_yaw, prior.max_roll]) / math.sqrt(3)
+    scale[C.GAMMA] = 0.1
+    scale[C.TRANS] = torch.tensor([prior.max_shift, prior.max_shift, prior.max_depth_shift]) / math.sqrt(3)
+    return scale
+
+
+# Pose and position matter most for the self-supervised stage that follows; the many shape, albedo
+# and light coefficients are averaged per group, so each group weighs like one pose angle.
+GROUP_WEIGHTS = {"angle": 1.0, "trans": 1.0, "id": 0.5, "exp": 0.5, "tex": 0.25, "gamma": 0.25}
+
+
+class WarmStartObjective:
+    """Supervised loss of predicted (B, 257) coefficients against SynthFaces' true ones.
+
+    loss = sum_g w_g mean_{k in g} ((pred_k - true_k) / scale_k)^2 + landmark_weight * L_lmk68
+    where L_lmk68 is Deep3D's weighted 68-point loss (image-size units) of the projected predicted face
+    against the true projected landmarks.
+    """
+
+    name = "warm_start"
+
+    def __init__(self, pipeline, landmark_weight: float, prior: CoefficientPrior = CoefficientPrior()):
+        self.pipeline, self.model, self.landmark_weight = pipeline, pipeline.model, landmark_weight
+        self.scale = coefficient_scales(prior).to(pipeline.model.device)
+
+    def __call__(self, batch: dict) -> tuple[torch.Tensor, dict, dict]:
+        coeffs = self.pipeline.predict(batch["image"], stage="coarse").coeffs
+        true = batch["coeffs"]
+        error = ((coeffs - true) / self.scale) ** 2
+        groups = {"angle": C.ANGLE, "trans": C.TRANS, "id": C.ID, "exp": C.EXP, "tex": C.TEX, "gamma": C.GAMMA}
+        terms = {f"coeff_{g}": error[:, s].mean() for g, s in groups.items()}
+        size = batch["image"].shape[-1]
+        face = assemble_face(self.model, coeffs, size)
+        predicted = face.landmarks - 0.5  # renderer pixels -> data's pixel-index units
+        terms["landmark"] = landmark_loss(predicted, batch["landmarks68"], size)
+        total = sum(GROUP_WEIGHTS[g] * terms[f"coeff_{g}"] for g in groups) + self.landmark_weight * terms["landmark"]
+        with torch.no_grad():
+            pose_deg = torch.rad2deg((coeffs[:, C.ANGLE] - true[:, C.ANGLE]).abs()).mean()
+            landmark_px = (predicted - batch["landmarks68"]).norm(dim=-1).mean()
+        metrics = {k: float(v.detach()) for k, v in terms.items()}
+        metrics.update(pose_deg=float(pose_deg), landmark68_px=float(landmark_px))
+        return total, metrics, {"coeffs": coeffs, "landmarks68": predicted}

@@ -1,0 +1,204 @@
+"""The whole network at inference: coarse regressor -> morphable model -> fine GCN stage, and rendering.
+
+    pipeline = FacePipeline.from_checkpoint("checkpoints/default/last.pt")
+    prediction = pipeline.predict(images)            # aligned crops (B, 3, S, S) in [0, 1]
+    rendered = pipeline.render(prediction.coeffs, prediction.albedo("fine"), image_size=224)
+
+Evaluation, reconstruction and the training objectives all go through this one class, so a checkpoint
+means the same thing everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coarse import coefficients as C
+from coarse.face_model import FaceGeometry, assemble_face, compute_albedo
+from coarse.load_model import load_morphable_model
+from coarse.morphable_model import MorphableModel
+from coarse.regressor import CoarseRegressor
+from perception.training import CheckpointError, read_checkpoint
+from render.rasterizer import render_mesh
+from render.texture_sampling import sample_at_pixels, visible_vertices
+
+CHECKPOINT_FORMAT = "faid-recon"
+STAGES = ("warm_start", "coarse", "fine")
+
+
+@dataclass
+class Prediction:
+    """What the network predicts for a batch of B aligned crops (N vertices).
+
+    coeffs: (B, 257). coarse_albedo: (B, N, 3) the PCA albedo of the coefficients, [0, 1] in range.
+    fine_albedo: (B, N, 3) the GCN-refined albedo, None when the checkpoint has no fine stage.
+    features: (B, D) the FAID vector (identity + attribute features) the fine stage used, if any.
+    """
+
+    coeffs: torch.Tensor
+    coarse_albedo: torch.Tensor
+    fine_albedo: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+    def albedo(self, stage: str = "fine") -> torch.Tensor:
+        """(B, N, 3) the albedo of `stage`: "coarse" or "fine" (KeyError when there is no fine stage)."""
+        if stage == "coarse":
+            return self.coarse_albedo
+        if stage == "fine":
+            if self.fine_albedo is None:
+                raise KeyError("this checkpoint has no fine stage; train it with `make train`")
+            return self.fine_albedo
+        raise ValueError(f"unknown stage '{stage}': use coarse or fine")
+
+
+@dataclass
+class RenderedFace:
+    """image: (B, 3, S, S) shaded render over the background (black if none); mask: (B, 1, S, S) coverage;
+    landmarks68: (B, 68, 2) projected, pixel-index units (renderer px - 0.5) as data samples use."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    landmarks68: torch.Tensor
+    geometry: FaceGeometry
+    fragments: object
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, S, S) -> (B, C, size, size), antialiased when shrinking."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=images.shape[-1] > size)
+
+
+def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor,
+                           fragments_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photo read at every projected vertex and divided by the predicted shading.
+
+    image: (B, 3, S, S) in [0, 1]; coeffs: (B, 257). Returns (albedo (B, N, 3) in [0, 1.5], zero where not
+    visible; visibility (B, N, 1)). This is the "unwrapped texture" the mesh-wise refiner reads (Lin et al.).
+    """
+    size = fragments_size or image.shape[-1]
+    face = assemble_face(model, coeffs, size)
+    with torch.no_grad():
+        rendered = render_mesh(face.screen.detach(), model.triangles, face.colors.detach()[..., :1], size)
+        visible = visible_vertices(rendered.fragments, model.triangles, model.num_vertices).unsqueeze(-1)
+    colours = sample_at_pixels(resize_square(image, size), face.screen[..., :2])
+    albedo = (colours / face.shading.clamp(min=0.05)).clamp(0, 1.5)
+    return albedo * visible, visible
+
+
+class FacePipeline(nn.Module):
+    """Coarse regressor + optional fine stage (+ the frozen perception nets that make the FAID vector).
+
+    model: the morphable model; regressor: CoarseRegressor; input_size: the regressor's input side (pixels);
+    fine: a fine.FineStage or None; identity_net / attribute_net: the FAID feature extractors (needed with
+    a FAID branch); use_attributes: include the attribute features in the FAID vector.
+    """
+
+    def __init__(self, model: MorphableModel, regressor: CoarseRegressor, input_size: int, fine: nn.Module | None = None,
+                 identity_net: nn.Module | None = None, attribute_net: nn.Module | None = None,
+                 use_attributes: bool = True, checkpoint: str | None = None, stage: str = "coarse"):
+        super().__init__()
+        self.model, self.regressor, self.input_size = model, regressor, int(input_size)
+        self.fine, self.identity_net, self.attribute_net = fine, identity_net, attribute_net
+        self.use_attributes, self.checkpoint, self.stage = use_attributes, checkpoint, stage
+
+    @property
+    def has_fine(self) -> bool:
+        return self.fine is not None
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return ("coarse", "fine") if self.has_fine else ("coarse",)
+
+    @classmethod
+    def mean_face(cls, model: MorphableModel, input_size: int = 224) -> "FacePipeline":
+        """An untrained pipeline: zero-initialised heads predict the mean face, frontal, under the DC light."""
+        return cls(model, CoarseRegressor(imagenet_weights=False).eval(), input_size, stage="mean_face").eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu", bfm: str | None = None) -> "FacePipeline":
+        """Rebuild the pipeline a `make train` checkpoint describes (its config names the model and nets)."""
+        from experiments.config import load_config
+
+        payload = read_checkpoint(path, CHECKPOINT_FORMAT, device)
+        cfg = load_config(None, payload["config"])
+        model = load_morphable_model(bfm or cfg.model.bfm, cfg.model.synthface_seed).to(device)
+        regressor = CoarseRegressor(imagenet_weights=False)
+        regressor.load_state_dict(payload["regressor"])
+        fine = identity_net = attribute_net = None
+        if payload.get("fine") is not None:
+            fine, identity_net, attribute_net = build_fine_parts(cfg, model, device)
+            fine.load_state_dict(payload["fine"])
+        pipeline = cls(model, regressor, cfg.data.image_size, fine, identity_net, attribute_net,
+                       cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"))
+        return pipeline.to(device).eval()
+
+    def faid_features(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, S, S) aligned crops -> (B, D) identity embedding (+ attribute features), no gradient."""
+        with torch.no_grad():
+            parts = [self.identity_net(images)]
+            if self.use_attributes and self.attribute_net is not None:
+                parts.append(self.attribute_net.features(resize_square(images, self.attribute_net.image_size)))
+        return torch.cat(parts, dim=-1)
+
+    def refine(self, images: torch.Tensor, coeffs: torch.Tensor, coarse_albedo: torch.Tensor,
+               features: torch.Tensor | None = None):
+        """Run the fine stage: -> (fine.FineOutput, features). images: (B, 3, S, S); coeffs: (B, 257)."""
+        if features is None and getattr(self.fine, "use_faid", False):
+            features = self.faid_features(images)
+        observed, visible = observed_vertex_albedo(self.model, images, coeffs, self.input_size)
+        mesh_input = torch.cat([coarse_albedo, observed, visible], dim=-1)
+        return self.fine(mesh_input, features, base=coarse_albedo), features
+
+    def predict(self, images: torch.Tensor, stage: str | None = None) -> Prediction:
+        """images: (B, 3, S, S) aligned crops in [0, 1], any S -> Prediction. Call under torch.no_grad() for
+        inference; gradients flow when training. stage "coarse" skips the fine stage."""
+        coeffs = self.regressor(resize_square(images, self.input_size))
+        coarse_albedo = compute_albedo(self.model, coeffs[:, C.TEX])
+        if not self.has_fine or stage == "coarse":
+            return Prediction(coeffs, coarse_albedo)
+        output, features = self.refine(images, coeffs, coarse_albedo)
+        return Prediction(coeffs, coarse_albedo, output.albedo, features)
+
+    def render(self, coeffs: torch.Tensor, albedo: torch.Tensor | None, image_size: int,
+               background: torch.Tensor | None = None) -> RenderedFace:
+        """Shade and rasterize. coeffs: (B, 257); albedo: (B, N, 3) or None for the PCA albedo;
+        background: (B, 3, S, S) or None (black)."""
+        face = assemble_face(self.model, coeffs, image_size, albedo=albedo)
+        out = render_mesh(face.screen, self.model.triangles, face.colors, image_size, background=background)
+        return RenderedFace(out.image.clamp(0, 1), out.mask, face.landmarks - 0.5, face, out.fragments)
+
+
+MESH_INPUT_CHANNELS = 7  # coarse albedo (3) + observed albedo (3) + visibility (1)
+
+
+def build_fine_parts(cfg, model: MorphableModel, device: torch.device | str = "cpu"):
+    """(FineStage, identity_net, attribute_net) as the config describes them; the perception nets are frozen."""
+    from fine import FineStage, build_mesh_hierarchy
+    from perception.attributes import load_attribute_net
+    from perception.identity import build_identity_net
+
+    identity_net = attribute_net = None
+    feature_dim = 0
+    if cfg.fine.use_faid:
+        identity_net = build_identity_net(cfg.perception.identity_net, cfg.perception.facenet_weights,
+                                          device=device).eval()
+        feature_dim = identity_net.embedding_dim
+        if cfg.fine.use_attributes:
+            attribute_net = load_attribute_net(cfg.perception.attributes_checkpoint, device).eval().requires_grad_(False)
+            from perception.attributes import FEATURE_DIM
+
+            feature_dim += FEATURE_DIM
+    hierarchy = build_mesh_hierarchy(model.mean_shape.cpu(), model.triangles.cpu(), cache_dir=Path(cfg.data.cache_dir) / "mesh_hierarchy")
+    fine = FineStage(hierarchy, feature_dim=feature_dim, in_channels=MESH_INPUT_CHANNELS, fusion=cfg.fine.fusion,
+                     use_mesh=cfg.fine.use_mesh, use_faid=cfg.fine.use_faid, K=cfg.fine.chebyshev_k)
+    return fine.to(device), identity_net, attribute_net
+
+
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "FacePipeline", "Prediction", "RenderedFace", "build_fine_parts",
+           "observed_vertex_albedo", "resize_square"]
