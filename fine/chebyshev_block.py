@@ -1,0 +1,129 @@
+"""Chebyshev graph convolution on a fixed mesh graph, and the residual block the refiners stack.
+
+PyG's ``ChebConv`` rebuilds the normalised Laplacian on every call and propagates by gathering and
+scattering a (B, E, C) message tensor. On a fixed mesh both can be hoisted: ``scaled_laplacian``
+builds the sparse operator once (with ChebConv's own "sym" normalisation and lambda_max), and
+``LaplacianChebConv`` (a ChebConv: same parameters, state-dict keys and maths) applies it by sparse
+matrix products: on one CPU thread, for the 9,025-vertex SynthFace, batch 8, 16 channels, K = 6,
+forward + backward of one conv takes about 0.05 s of CPU time against 0.25 s for ChebConv.forward
+(the normalisation itself is under 2 ms; the scatter-based propagation is the cost).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.nn import ChebConv
+from torch_geometric.utils import get_laplacian
+
+
+def scaled_laplacian(edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    r"""The rescaled graph Laplacian that ChebConv (normalization="sym", default lambda_max) uses.
+
+    .. math::
+        \hat{L} = \frac{2 L}{\lambda_{max}} - I, \qquad L = I - D^{-1/2} A D^{-1/2},
+        \qquad \lambda_{max} = 2 \max_{ij} L_{ij} = 2,
+
+    so :math:`\hat{L} = -D^{-1/2} A D^{-1/2}` on a graph without isolated vertices.
+
+    edge_index: (2, E) int64 undirected graph; num_nodes: N.
+    Returns a coalesced sparse COO (N, N) matrix on edge_index's device with
+    ``(L_hat @ x)[i] = sum_j L_hat[i, j] x[j]``, as ChebConv's message passing (j -> i).
+    """
+    index, weight = get_laplacian(edge_index, None, normalization="sym", dtype=dtype, num_nodes=num_nodes)
+    lambda_max = 2.0 * weight.max()
+    weight = 2.0 * weight / lambda_max
+    weight.masked_fill_(weight == float("inf"), 0)
+    self_loop = index[0] == index[1]
+    weight[self_loop] -= 1
+    keep = weight != 0  # the self loops vanish for sym normalisation; don't multiply by zeros
+    rows, cols = index[1][keep], index[0][keep]
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), weight[keep], (num_nodes, num_nodes),
+                                   check_invariants=True).coalesce()
+
+
+class LaplacianChebConv(ChebConv):
+    r"""ChebConv (Defferrard et al. 2016) applied with a precomputed scaled Laplacian.
+
+    .. math::
+        X' = \sum_{k=0}^{K-1} T_k(\hat{L}) X \Theta_k + b,\qquad
+        T_0 = X,\ T_1 = \hat{L} X,\ T_k = 2 \hat{L} T_{k-1} - T_{k-2}
+
+    Parameters (``lins[k]`` = Theta_k, ``bias``) and initialisation are ChebConv's, so the outputs equal
+    ``ChebConv.forward(x, edge_index)`` with ``laplacian = scaled_laplacian(edge_index, N)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, K: int = 6):
+        super().__init__(in_channels, out_channels, K=K, normalization="sym", bias=True)
+
+    def forward(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """x: (B, N, C_in) or (N, C_in); laplacian: sparse (N, N) from ``scaled_laplacian``.
+        Returns (B, N, C_out) or (N, C_out)."""
+        unbatched = x.dim() == 2
+        if x.dtype != laplacian.dtype:  # e.g. half-precision activations under autocast
+            x = x.to(laplacian.dtype)
+        if unbatched:
+            x = x.unsqueeze(0)
+        b, n, c = x.shape
+        # Vertex-major (N, B*C) so that each Chebyshev step is one sparse x dense product.
+        t_prev = x.transpose(0, 1).reshape(n, b * c)
+        out = self.lins[0](t_prev.view(n, b, c))
+        if len(self.lins) > 1:
+            t_curr = torch.sparse.mm(laplacian, t_prev)
+            out = out + self.lins[1](t_curr.view(n, b, c))
+            for lin in self.lins[2:]:
+                t_next = 2.0 * torch.sparse.mm(laplacian, t_curr) - t_prev
+                out = out + lin(t_next.view(n, b, c))
+                t_prev, t_curr = t_curr, t_next
+        out = (out + self.bias).transpose(0, 1)
+        return out.squeeze(0) if unbatched else out
+
+
+class ChebResidualBlock(nn.Module):
+    r"""Residual block of two Chebyshev convolutions on one mesh level.
+
+    .. math::
+        y = S x + \mathrm{conv}_2\big(\mathrm{ELU}(\mathrm{LayerNorm}(\mathrm{conv}_1(x)))\big)
+
+    where S is the identity when in_channels == out_channels and a learned per-vertex linear map
+    (1x1, no bias) otherwise. conv_2's weights and bias start at zero, so at initialisation the
+    block is S: the identity (or a per-vertex linear map), and a constant colour stays constant.
+
+    in_channels, out_channels: feature sizes; K: Chebyshev order (K-1 hops per conv);
+    norm: LayerNorm over channels (per vertex, independent of the batch) when True.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, K: int = 6, norm: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels, self.K = in_channels, out_channels, K
+        self.conv1 = LaplacianChebConv(in_channels, out_channels, K)
+        self.norm = nn.LayerNorm(out_channels) if norm else nn.Identity()
+        self.activation = nn.ELU()
+        self.conv2 = LaplacianChebConv(out_channels, out_channels, K)
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Linear(in_channels, out_channels, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.conv1.reset_parameters()
+        if isinstance(self.norm, nn.LayerNorm):
+            self.norm.reset_parameters()
+        for lin in self.conv2.lins:
+            nn.init.zeros_(lin.weight)
+        nn.init.zeros_(self.conv2.bias)
+        if isinstance(self.skip, nn.Linear):
+            self.skip.reset_parameters()
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor | None = None,
+                laplacian: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, N, C_in) vertex features. Give either edge_index (2, E) of the mesh graph or its
+        precomputed ``scaled_laplacian`` (sparse (N, N); faster when called repeatedly).
+        Returns (B, N, C_out)."""
+        if (edge_index is None) == (laplacian is None):
+            raise ValueError("fine/chebyshev_block.py: ChebResidualBlock.forward takes exactly one of "
+                             "edge_index and laplacian")
+        if laplacian is None:
+            laplacian = scaled_laplacian(edge_index, x.shape[-2], dtype=x.dtype)
+        hidden = self.activation(self.norm(self.conv1(x, laplacian)))
+        return self.skip(x) + self.conv2(hidden, laplacian)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, K={self.K})"
