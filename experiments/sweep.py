@@ -1,0 +1,255 @@
+"""Ablations (the paper's Table 2): train five variants on the same budget and seed, evaluate each the same way.
+
+    python -m experiments.sweep [--quick] [--out reports/ablations] [--config YAML]      # make ablations [QUICK=1]
+
+Variants, in the paper's column order (each is the base config plus these overrides):
+    photo_id  photo+id          losses.att = 0, losses.rob = 0, no self-augmentation (L_rob is what uses it)
+    att       +att              losses.rob = 0, no self-augmentation
+    full      +att+rob (full)   the base config
+    no_sa     w/o SA            augment.pose = augment.occlusion = false
+    no_fa     w/o FA            fine.use_attributes = false (the FAID vector holds identity features only)
+
+Stage 1 (warm start + coarse) does not depend on these switches' stage-2 parts, so it is trained once
+(``fine.enabled: false``, into <checkpoints>/stage1) and its checkpoint files are copied into every variant's
+checkpoint folder before that variant trains: experiments.train then resumes past stage 1 and only stage 2
+(fine + self-augmentation) differs between variants.
+
+Resuming: a variant whose <out>/<variant>/metrics.json records the same config hash is finished and not
+retrained. An interrupted variant resumes from its checkpoint folder (the training loop resumes). A
+checkpoint folder written under another config (its sweep_config.json hash differs) is moved aside to
+<folder>.stale and started again from stage 1. The hash covers the resolved config except names and
+folders, plus the stage-1 hash.
+
+Writes <out>/<variant>/{metrics.json, report.md, report.html, grid.png, ...} (experiments.evaluate on the
+SynthFaces test split) and <out>/metrics.json, report.md, report.html, ablations.png (experiments.report).
+--quick is the CPU-sized version (QUICK_OVERRIDES: 64-px images, tens of steps per stage, small pools).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from data.align import write_json_atomically
+
+STAGE1_NAME = "stage1"
+SWEEP_CONFIG_FILE = "sweep_config.json"    # in a checkpoint folder: the hash it was trained under
+STAGE1_DONE_FILE = "stage1_done.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One Table-2 column: a name (folder), the paper's label, and nested config overrides."""
+
+    name: str
+    label: str
+    overrides: dict = field(default_factory=dict)
+
+
+_NO_SELF_AUGMENTATION = {"augment": {"pose": False, "occlusion": False}}
+VARIANTS: tuple[Variant, ...] = (
+    Variant("photo_id", "photo+id", {"losses": {"att": 0.0, "rob": 0.0}, **_NO_SELF_AUGMENTATION}),
+    Variant("att", "+att", {"losses": {"rob": 0.0}, **_NO_SELF_AUGMENTATION}),
+    Variant("full", "+att+rob (full)", {}),
+    Variant("no_sa", "w/o SA", dict(_NO_SELF_AUGMENTATION)),
+    Variant("no_fa", "w/o FA", {"fine": {"use_attributes": False}}),
+)
+# Minutes per variant on a 2-core CPU.
+QUICK_OVERRIDES = {
+    "data": {"image_size": 64, "val_size": 16},
+    "coarse": {"steps": 40, "pool_size": 128, "warm_start": {"steps": 40, "pool_size": 128}},
+    "fine": {"steps": 40},
+    "train": {"eval_size": 16, "checkpoint_every": 20, "image_every": 20},
+}
+QUICK_EVAL = {"limit": 32, "image_size": 64}
+FULL_EVAL = {"limit": 256, "image_size": 224}
+# Not part of what a variant computes (they only say where things go).
+_UNHASHED = (("name",), ("train", "checkpoint_dir"), ("train", "log_dir"))
+
+
+class SweepStopped(RuntimeError):
+    """Training stopped early (Ctrl-C / SIGTERM); rerun the same command to resume."""
+
+
+def merge(*dicts: dict) -> dict:
+    """Nested dict merge, later wins."""
+    out: dict = {}
+    for extra in dicts:
+        for key, value in extra.items():
+            out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def config_hash(values: dict, *extra: str) -> str:
+    """16 hex digits of the SHA-256 of a config (as a dict) without names and folders, plus extra strings."""
+    trimmed = json.loads(json.dumps(values, default=str))
+    for path in _UNHASHED:
+        node = trimmed
+        for key in path[:-1]:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    text = json.dumps(trimmed, sort_keys=True) + "".join(extra)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _resolved(cfg) -> dict:
+    from dataclasses import is_dataclass
+
+    return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+
+
+def _was_stopped(summary) -> bool:
+    """True when a training summary (or any stage summary inside it) says it stopped early."""
+    if isinstance(summary, dict):
+        return bool(summary.get("stopped")) or any(_was_stopped(v) for v in summary.values() if isinstance(v, dict))
+    return False
+
+
+def _read_hash(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("config_hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _claim_folder(folder: Path, wanted_hash: str, seed_from: Path | None) -> None:
+    """Make `folder` a checkpoint folder for `wanted_hash`: keep it when it already is one (resume), move it
+    aside when another config wrote it, and start an empty one from seed_from's checkpoint files."""
+    marker = folder / SWEEP_CONFIG_FILE
+    if folder.is_dir() and any(folder.iterdir()):
+        recorded = _read_hash(marker)
+        if recorded == wanted_hash:
+            return
+        stale = folder.with_name(folder.name + ".stale")
+        if stale.exists():
+            shutil.rmtree(stale)
+        folder.rename(stale)
+        print(f"{folder}: trained under another config ({recorded}); moved to {stale}")
+    folder.mkdir(parents=True, exist_ok=True)
+    if seed_from is not None:
+        for item in seed_from.iterdir():
+            if item.is_file() and item.suffix == ".pt":
+                shutil.copy2(item, folder / item.name)
+    write_json_atomically(marker, {"config_hash": wanted_hash})
+
+
+def default_train(cfg) -> dict:
+    from experiments.train import train
+
+    return train(cfg)
+
+
+def default_evaluate(cfg, checkpoint: Path, out_dir: Path, quick: bool) -> dict:
+    """experiments.evaluate on the SynthFaces test split (QUICK_EVAL / FULL_EVAL sizes); returns the metrics."""
+    from experiments.evaluate import run_evaluation
+    from perception.training import resolve_device
+
+    settings = QUICK_EVAL if quick else FULL_EVAL
+    return run_evaluation("synthfaces", None, checkpoint, out_dir, settings["limit"], cfg,
+                          resolve_device(cfg.train.device), synth_image_size=settings["image_size"])
+
+
+def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
+              base_config: str | Path | None = "experiments/configs/default.yaml",
+              checkpoint_root: str | Path | None = None, log_root: str | Path | None = None,
+              variants: tuple[Variant, ...] = VARIANTS, train_fn: Callable | None = None,
+              evaluate_fn: Callable | None = None) -> dict:
+    """Train (or resume, or skip) every variant, evaluate it, and write the comparison. Returns <out>/metrics.json.
+
+    train_fn(cfg) -> summary dict (default experiments.train.train); evaluate_fn(cfg, checkpoint, out_dir, quick)
+    -> metrics dict (default: experiments.evaluate on SynthFaces). Raises SweepStopped when training stopped early.
+    """
+    from experiments.config import load_config
+    from experiments.evaluate import git_commit, write_evaluation
+    from experiments.report import write_ablation_report
+
+    train_fn = train_fn or default_train
+    evaluate_fn = evaluate_fn or default_evaluate
+    out_dir = Path(out_dir)
+    suffix = "ablations_quick" if quick else "ablations"
+    checkpoint_root = Path(checkpoint_root or Path("checkpoints") / suffix)
+    log_root = Path(log_root or Path("runs") / suffix)
+    common = QUICK_OVERRIDES if quick else {}
+
+    def folders(name: str) -> dict:
+        return {"name": f"ablation_{name}", "train": {"checkpoint_dir": str(checkpoint_root / name),
+                                                      "log_dir": str(log_root / name)}}
+
+    stage1_overrides = merge(common, {"fine": {"enabled": False}}, folders(STAGE1_NAME))
+    stage1_cfg = load_config(base_config, stage1_overrides)
+    stage1_hash = config_hash(_resolved(stage1_cfg))
+    stage1_dir = checkpoint_root / STAGE1_NAME
+    if _read_hash(stage1_dir / STAGE1_DONE_FILE) == stage1_hash:
+        print(f"[sweep] stage 1: done ({stage1_dir})")
+    else:
+        print(f"[sweep] stage 1 (warm start + coarse), shared by every variant -> {stage1_dir}")
+        _claim_folder(stage1_dir, stage1_hash, None)
+        if _was_stopped(train_fn(stage1_cfg)):
+            raise SweepStopped(f"stage 1 stopped early; its checkpoint is in {stage1_dir}; rerun to resume")
+        write_json_atomically(stage1_dir / STAGE1_DONE_FILE, {"config_hash": stage1_hash})
+
+    entries = {}
+    for variant in variants:
+        overrides = merge(common, variant.overrides, folders(variant.name))
+        cfg = load_config(base_config, overrides)
+        digest = config_hash(_resolved(cfg), stage1_hash)
+        variant_out = out_dir / variant.name
+        metrics_path = variant_out / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+        if metrics is not None and metrics.get("sweep", {}).get("config_hash") == digest:
+            print(f"[sweep] {variant.name} ({variant.label}): finished, not retrained")
+        else:
+            print(f"[sweep] {variant.name} ({variant.label}): training stage 2")
+            checkpoint_dir = checkpoint_root / variant.name
+            _claim_folder(checkpoint_dir, digest, stage1_dir)
+            if _was_stopped(train_fn(cfg)):
+                raise SweepStopped(f"{variant.name} stopped early; its checkpoint is in {checkpoint_dir}; "
+                                   "rerun to resume")
+            metrics = evaluate_fn(cfg, checkpoint_dir / "last.pt", variant_out, quick)
+            metrics["sweep"] = {"variant": variant.name, "label": variant.label, "config_hash": digest,
+                                "overrides": variant.overrides, "quick": quick}
+            write_evaluation(metrics, variant_out)
+            metrics = json.loads(metrics_path.read_text())
+        entries[variant.name] = {"label": variant.label, "config_hash": digest, "overrides": variant.overrides,
+                                 "metrics": {k: metrics.get(k) for k in ("methods", "methods_absent", "identity_nets",
+                                                                         "protocols", "samples_evaluated")}}
+    settings = QUICK_EVAL if quick else FULL_EVAL
+    summary = {"quick": quick, "commit": git_commit(), "stage1_hash": stage1_hash, "base_config": str(base_config),
+               "evaluation": f"SynthFaces test, first {settings['limit']} samples at {settings['image_size']} px",
+               "variants": entries}
+    write_json_atomically(out_dir / "metrics.json", summary)
+    write_ablation_report(out_dir)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    from experiments.config import ConfigError
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CPU-sized: 64 px, tens of steps per stage")
+    parser.add_argument("--out", default="reports/ablations")
+    parser.add_argument("--config", default="experiments/configs/default.yaml", help="base config")
+    parser.add_argument("--checkpoints", default=None,
+                        help="checkpoint root (default checkpoints/ablations, or checkpoints/ablations_quick)")
+    args = parser.parse_args(argv)
+    try:
+        run_sweep(args.out, args.quick, args.config, args.checkpoints)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (SweepStopped, KeyboardInterrupt) as error:
+        print(f"\n{error or 'interrupted'}; rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(f"wrote {args.out}/metrics.json, {args.out}/report.md, {args.out}/report.html, {args.out}/ablations.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""experiments.sweep: shared stage 1, resume, no retraining of finished variants (fast stand-in training)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments import sweep as S
+
+VARIANTS = S.VARIANTS[:2]  # photo_id, att
+
+
+class FakeTraining:
+    """Stands in for experiments.train.train: writes stage files into cfg.train.checkpoint_dir.
+
+    `stop_once`: variant names whose first call stops early (as Ctrl-C would), leaving a partial checkpoint.
+    """
+
+    def __init__(self, stop_once=()):
+        self.calls: list[tuple[str, bool]] = []  # (config name, resumed from a partial checkpoint)
+        self.stop_once = set(stop_once)
+
+    def __call__(self, cfg) -> dict:
+        folder = Path(cfg.train.checkpoint_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        resumed = (folder / "fine.partial").is_file()
+        self.calls.append((cfg.name, resumed))
+        if not cfg.fine.enabled:
+            for stage in ("warm_start", "coarse", "last"):
+                (folder / f"{stage}.pt").write_text("stage 1")
+            return {"stopped": False}
+        assert (folder / "coarse.pt").read_text() == "stage 1", "stage 1 was not copied in"
+        if cfg.name in self.stop_once:
+            self.stop_once.discard(cfg.name)
+            (folder / "fine.partial").write_text("half")
+            return {"fine": {"step": 3, "stopped": True}}
+        (folder / "last.pt").write_text(f"fine att={cfg.losses.att} rob={cfg.losses.rob}")
+        return {"fine": {"step": cfg.fine.steps, "stopped": False}}
+
+
+def fake_evaluate(cfg, checkpoint, out_dir, quick):
+    assert Path(checkpoint).read_text().startswith("fine"), "evaluated before stage 2 finished"
+    psnr = 20.0 + 100 * cfg.losses.att
+    fields = {"psnr_face_db": {"mean": psnr, "std": 0.5, "count": 4}, "ssim_face": {"mean": 0.8, "std": 0.01, "count": 4},
+              "id_cosine_dlib": {"mean": 0.9, "std": 0.02, "count": 4}}
+    return {"methods": ["mean_face", "coarse", "fine"], "methods_absent": {}, "identity_nets": ["dlib"],
+            "samples_evaluated": 4, "protocols": {"clean": {"fine": fields}, "occluded": {"fine": fields}}}
+
+
+def _run(tmp_path, training, variants=VARIANTS):
+    return S.run_sweep(tmp_path / "reports", quick=True, base_config=None, checkpoint_root=tmp_path / "ck",
+                       log_root=tmp_path / "runs", variants=variants, train_fn=training, evaluate_fn=fake_evaluate)
+
+
+def test_an_interrupted_sweep_resumes_without_retraining_finished_parts(tmp_path):
+    training = FakeTraining(stop_once={"ablation_att"})
+    with pytest.raises(S.SweepStopped, match="att stopped early"):
+        _run(tmp_path, training)
+    assert (tmp_path / "reports" / "photo_id" / "metrics.json").is_file()
+    assert not (tmp_path / "reports" / "att" / "metrics.json").exists()
+
+    summary = _run(tmp_path, training)
+    assert training.calls == [("ablation_stage1", False), ("ablation_photo_id", False), ("ablation_att", False),
+                              ("ablation_att", True)]
+    assert list(summary["variants"]) == ["photo_id", "att"]
+    recorded = json.loads((tmp_path / "reports" / "att" / "metrics.json").read_text())["sweep"]
+    assert recorded["config_hash"] == summary["variants"]["att"]["config_hash"] != summary["variants"]["photo_id"]["config_hash"]
+
+    _run(tmp_path, training)
+    assert len(training.calls) == 4  # everything finished: nothing retrained
+
+    report = (tmp_path / "reports" / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| metric"))
+    assert header.index("photo+id") < header.index("+att")
+    assert "20.00 ± 0.50" in report and "20.50 ± 0.50" in report  # att = 0 vs 0.005
+    assert (tmp_path / "reports" / "ablations.png").stat().st_size > 0
+    assert 'src="ablations.png"' in (tmp_path / "reports" / "report.html").read_text()
+
+
+def test_a_variant_whose_config_changed_is_retrained_from_stage_one(tmp_path):
+    training = FakeTraining()
+    _run(tmp_path, training, VARIANTS[:1])
+    changed = (S.Variant("photo_id", "photo+id", {"losses": {"att": 0.0, "rob": 0.0, "id": 0.1}}),)
+    _run(tmp_path, training, changed)
+    assert [name for name, _ in training.calls] == ["ablation_stage1", "ablation_photo_id", "ablation_photo_id"]
+    assert (tmp_path / "ck" / "photo_id.stale" / "last.pt").is_file()
+    assert (tmp_path / "ck" / "photo_id" / "coarse.pt").read_text() == "stage 1"
+
+
+def test_variants_follow_the_papers_column_order_and_switches():
+    assert [v.label for v in S.VARIANTS] == ["photo+id", "+att", "+att+rob (full)", "w/o SA", "w/o FA"]
+    by_name = {v.name: v.overrides for v in S.VARIANTS}
+    assert by_name["photo_id"]["losses"] == {"att": 0.0, "rob": 0.0}
+    assert by_name["no_sa"]["augment"] == {"pose": False, "occlusion": False} and by_name["full"] == {}
+    assert by_name["no_fa"] == {"fine": {"use_attributes": False}}
+
+
+def test_config_hash_ignores_names_and_folders_but_not_settings():
+    base = {"name": "a", "train": {"checkpoint_dir": "x", "log_dir": "y", "seed": 0}, "losses": {"att": 0.005}}
+    moved = {"name": "b", "train": {"checkpoint_dir": "z", "log_dir": "w", "seed": 0}, "losses": {"att": 0.005}}
+    other = {"name": "a", "train": {"checkpoint_dir": "x", "log_dir": "y", "seed": 1}, "losses": {"att": 0.005}}
+    assert S.config_hash(base) == S.config_hash(moved) != S.config_hash(other)
+    assert S.config_hash(base, "stage1") != S.config_hash(base)
