@@ -7,8 +7,11 @@ REQ_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut 
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 CONFIG ?= experiments/configs/default.yaml
 OUT ?= out
+NPROC ?= 1
+CHECKPOINT ?= checkpoints/default/last.pt
 
-.PHONY: venv test train bench render-demo synthfaces-preview prepare-celeba prepare-aflw attr-net parsing-net clean
+.PHONY: venv test train bench render-demo synthfaces-preview prepare-celeba prepare-aflw attr-net parsing-net clean \
+	eval-synth eval-celeba eval-aflw ablations reconstruct
 
 venv: $(STAMP)
 
@@ -22,7 +25,27 @@ test: venv
 	$(PY) -m pytest
 
 train: venv
+ifeq ($(NPROC),1)
 	$(PY) -m experiments.train --config $(CONFIG)
+else
+	$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m experiments.train --config $(CONFIG)
+endif
+
+eval-synth: venv
+	$(PY) -m experiments.evaluate --dataset synthfaces --checkpoint $(CHECKPOINT) --config $(CONFIG) $(if $(LIMIT),--limit $(LIMIT))
+
+eval-celeba: venv
+	$(PY) -m experiments.evaluate --dataset celeba --root "$(CELEBA_DIR)" --checkpoint $(CHECKPOINT) --config $(CONFIG) $(if $(LIMIT),--limit $(LIMIT))
+
+eval-aflw: venv
+	$(PY) -m experiments.evaluate --dataset aflw2000 --root "$(AFLW_DIR)" --checkpoint $(CHECKPOINT) --config $(CONFIG) $(if $(LIMIT),--limit $(LIMIT))
+
+ablations: venv
+	$(PY) -m experiments.sweep --config $(CONFIG) $(if $(QUICK),--quick)
+
+reconstruct: venv
+	@test -n "$(PHOTOS)" || { echo "usage: make reconstruct PHOTOS='photo.jpg or folder' [OUT=out] [FIT=40]"; exit 2; }
+	$(PY) -m experiments.reconstruct $(PHOTOS) -o $(OUT) --checkpoint $(CHECKPOINT) $(if $(FIT),--fit $(FIT))
 
 bench: venv
 	$(PY) -m benchmarks.run
@@ -46,4 +69,4 @@ parsing-net: venv
 	$(PY) -m experiments.perception_nets parsing --config $(CONFIG)
 
 clean:
-	rm -rf $(OUT) runs .pytest_cache
+	rm -rf $(OUT) runs reports .pytest_cache

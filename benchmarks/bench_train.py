@@ -1,45 +1,108 @@
-"""One coarse training step (regressor forward/backward, render, all losses) at 224 px, batch 8.
+"""Training-step costs of every stage, next to the same-run ResNet-50 yardstick.
 
+coarse_step_ms: one self-supervised coarse step (regressor forward/backward, render, dlib identity, attribute
+and parsing nets, all losses, Adam) at the default training size and at 224 px (batch 8).
+warm_start_step_ms: one supervised warm-start step at the default size.
+fine_step_ms: one stage-2 step (regressor + both GCNs + render + perception losses + self-augmentation with its
+second pass through the whole network) at the default size, batch 8, with a breakdown; the target is
+fine_step_ms <= 4 x coarse_step_ms at the same size and batch.
+train_samples_per_s: samples a coarse step consumes per second at the default size.
 The perception nets have their trained architecture but untrained weights: speed does not depend on them.
-The entry `train_samples_per_s` is what SynthFaces has to keep up with (compare synthfaces_samples_per_s).
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
-from benchmarks.timing import entry, median_ms
+from benchmarks.timing import entry, median_ms, resnet50_fwd_ms_per_image
 from coarse.regressor import CoarseRegressor
 from data.samples import collate_face_samples
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
 from experiments.config import load_config
-from experiments.train import CoarseObjective
+from experiments.objectives.coarse import CoarseObjective
+from experiments.objectives.fine import FineObjective, step_generator
+from experiments.objectives.warm_start import WarmStartObjective
+from experiments.pipeline import FacePipeline, build_fine_parts
 from perception.attributes import AttributeNet
 from perception.identity import build_identity_net
 from perception.parsing import ParsingNet
 
 
-def run(quick: bool = False) -> list[dict]:
-    batch_size, size = 8, 224
-    cfg = load_config("experiments/configs/default.yaml")
-    data = SynthFaces("train", size=batch_size, config=SynthFacesConfig(image_size=size))
-    batch = collate_face_samples([data[i] for i in range(batch_size)])
-    regressor = CoarseRegressor(imagenet_weights=False)
-    optimiser = torch.optim.Adam(regressor.parameters(), lr=1e-4)
-    objective = CoarseObjective(
-        cfg, data.model, build_identity_net("dlib").eval(),
-        AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=cfg.perception.attributes_train.image_size).eval().requires_grad_(False),
-        ParsingNet(image_size=cfg.perception.parsing_train.image_size).eval().requires_grad_(False),
-    )
+def _step(objective, parameters, batch, generator=None):
+    optimiser = torch.optim.Adam(parameters, lr=1e-5)
 
-    def step():
-        loss, _, _ = objective(regressor(batch["image"]), batch)
+    def run():
+        loss, _, _ = objective(batch) if generator is None else objective(batch, generator)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
 
-    ms = median_ms(step, repeats=2 if quick else 4)
-    config = {"batch": batch_size, "image_size": size, "device": "cpu", "threads": torch.get_num_threads()}
-    return [
-        entry("train_step_ms", ms, "ms", **config),
-        entry("train_samples_per_s", batch_size * 1e3 / ms, "samples/s", **config),
-    ]
+    return run
+
+
+def run(quick: bool = False) -> list[dict]:
+    cfg = load_config("experiments/configs/default.yaml")
+    batch_size, repeats = 8, 2 if quick else 3
+    threads = torch.get_num_threads()
+    nets = (build_identity_net("dlib").eval(),
+            AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=cfg.perception.attributes_train.image_size).eval().requires_grad_(False),
+            ParsingNet(image_size=cfg.perception.parsing_train.image_size).eval().requires_grad_(False))
+    results = []
+    yardstick = resnet50_fwd_ms_per_image(batch_size, 224, repeats)
+    common = {"batch": batch_size, "device": "cpu", "threads": threads}
+    results.append(entry("resnet50_fwd_ms_per_image", yardstick, "ms", image_size=224, **common))
+    coarse_ms = {}
+    for size in sorted({cfg.data.image_size, 224}):
+        data = SynthFaces("train", size=batch_size, config=SynthFacesConfig(image_size=size))
+        batch = collate_face_samples([data[i] for i in range(batch_size)])
+        pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False), size)
+        objective = CoarseObjective(pipeline, cfg.losses, *nets)
+        ms = median_ms(_step(objective, pipeline.parameters(), batch), repeats)
+        coarse_ms[size] = ms
+        results.append(entry("coarse_step_ms", ms, "ms", image_size=size, **common))
+        results.append(entry("coarse_step_over_resnet50_fwd", ms / batch_size / yardstick, "ratio", image_size=size, **common))
+        if size == cfg.data.image_size:
+            results.append(entry("train_samples_per_s", batch_size * 1e3 / ms, "samples/s", image_size=size, **common))
+            warm = WarmStartObjective(pipeline, cfg.coarse.warm_start.landmark)
+            ms = median_ms(_step(warm, pipeline.parameters(), batch), repeats)
+            results.append(entry("warm_start_step_ms", ms, "ms", image_size=size, **common))
+            results += fine_step_entries(cfg, data, batch, nets, coarse_ms[size], repeats, common)
+    return results
+
+
+def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, common: dict) -> list[dict]:
+    """fine_step_ms and its breakdown (forward-only timings of the parts, same batch)."""
+    size = batch["image"].shape[-1]
+    pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False), size)
+    pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, data.model)
+    objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, size)
+    generator = step_generator(0, 1)
+    ms = median_ms(_step(objective, pipeline.parameters(), batch, generator), repeats)
+    image = batch["image"]
+
+    def timed(fn):
+        with torch.no_grad():
+            return median_ms(fn, repeats)
+
+    coeffs = pipeline.regressor(image).detach()
+    albedo = pipeline.predict(image, stage="coarse").coarse_albedo
+    parts = {
+        "regressor_fwd": lambda: pipeline.regressor(image),
+        "gcns_fwd": lambda: pipeline.refine(image, coeffs, albedo),
+        "render_fwd": lambda: pipeline.render(coeffs, albedo, size),
+        "perception_fwd": lambda: (nets[0](image), nets[1].features(image), nets[2].predict_mask(image)),
+        "self_augmentation_fwd": lambda: objective.augmentation(objective.reconstruct, image, coeffs, albedo, generator),
+    }
+    out = [entry("fine_step_ms", ms, "ms", image_size=size, **common),
+           entry("fine_over_coarse_step", ms / coarse_ms, "ratio", image_size=size, target="<= 4", **common)]
+    for name, fn in parts.items():
+        out.append(entry(f"fine_part_{name}_ms", timed(fn), "ms", image_size=size, **common))
+    return out
+
+
+if __name__ == "__main__":
+    start = time.time()
+    for r in run(quick=True):
+        print(r)
+    print(f"{time.time() - start:.0f} s")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-MODULES = ("render", "identity", "synthfaces", "train")
+MODULES = ("render", "identity", "synthfaces", "train", "eval", "reconstruct")
 ROOT = Path(__file__).resolve().parent
 TABLE_START, TABLE_END = "<!-- results:start -->", "<!-- results:end -->"
 

@@ -18,6 +18,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     bfm: str | None = None            # path to BFM_model_front.mat; None uses SynthFace
     synthface_seed: int = 0
+    synthface_resolution: int | None = None  # SynthFace grid side (None: its default, 9,025 vertices); tests use less
 
 
 @dataclass

@@ -127,7 +127,7 @@ class FacePipeline(nn.Module):
 
         payload = read_checkpoint(path, CHECKPOINT_FORMAT, device)
         cfg = load_config(None, payload["config"])
-        model = load_morphable_model(bfm or cfg.model.bfm, cfg.model.synthface_seed).to(device)
+        model = load_morphable_model(bfm or cfg.model.bfm, cfg.model.synthface_seed, cfg.model.synthface_resolution).to(device)
         regressor = CoarseRegressor(imagenet_weights=False)
         regressor.load_state_dict(payload["regressor"])
         fine = identity_net = attribute_net = None
@@ -144,7 +144,8 @@ class FacePipeline(nn.Module):
             parts = [self.identity_net(images)]
             if self.use_attributes and self.attribute_net is not None:
                 parts.append(self.attribute_net.features(resize_square(images, self.attribute_net.image_size)))
-        return torch.cat(parts, dim=-1)
+        # Each part unit-length, then scaled by sqrt(dim) so every entry is O(1) whatever the net's scale.
+        return torch.cat([F.normalize(p, dim=-1) * p.shape[-1] ** 0.5 for p in parts], dim=-1)
 
     def refine(self, images: torch.Tensor, coeffs: torch.Tensor, coarse_albedo: torch.Tensor,
                features: torch.Tensor | None = None):
@@ -153,7 +154,7 @@ class FacePipeline(nn.Module):
             features = self.faid_features(images)
         observed, visible = observed_vertex_albedo(self.model, images, coeffs, self.input_size)
         mesh_input = torch.cat([coarse_albedo, observed, visible], dim=-1)
-        return self.fine(mesh_input, features, base=coarse_albedo), features
+        return self.fine(coarse_albedo, features, mesh_input=mesh_input), features
 
     def predict(self, images: torch.Tensor, stage: str | None = None) -> Prediction:
         """images: (B, 3, S, S) aligned crops in [0, 1], any S -> Prediction. Call under torch.no_grad() for
@@ -177,26 +178,28 @@ class FacePipeline(nn.Module):
 MESH_INPUT_CHANNELS = 7  # coarse albedo (3) + observed albedo (3) + visibility (1)
 
 
-def build_fine_parts(cfg, model: MorphableModel, device: torch.device | str = "cpu"):
-    """(FineStage, identity_net, attribute_net) as the config describes them; the perception nets are frozen."""
+def build_fine_parts(cfg, model: MorphableModel, device: torch.device | str = "cpu", nets: tuple | None = None):
+    """(FineStage, identity_net, attribute_net) as the config describes them; the perception nets are frozen.
+
+    nets: (identity_net, attribute_net) already loaded, to reuse instead of loading them again.
+    """
     from fine import FineStage, build_mesh_hierarchy
-    from perception.attributes import load_attribute_net
+    from perception.attributes import FEATURE_DIM, load_attribute_net
     from perception.identity import build_identity_net
 
     identity_net = attribute_net = None
     feature_dim = 0
     if cfg.fine.use_faid:
-        identity_net = build_identity_net(cfg.perception.identity_net, cfg.perception.facenet_weights,
-                                          device=device).eval()
+        identity_net = nets[0] if nets else build_identity_net(
+            cfg.perception.identity_net, cfg.perception.facenet_weights, device=device).eval()
         feature_dim = identity_net.embedding_dim
         if cfg.fine.use_attributes:
-            attribute_net = load_attribute_net(cfg.perception.attributes_checkpoint, device).eval().requires_grad_(False)
-            from perception.attributes import FEATURE_DIM
-
+            attribute_net = nets[1] if nets else \
+                load_attribute_net(cfg.perception.attributes_checkpoint, device).eval().requires_grad_(False)
             feature_dim += FEATURE_DIM
     hierarchy = build_mesh_hierarchy(model.mean_shape.cpu(), model.triangles.cpu(), cache_dir=Path(cfg.data.cache_dir) / "mesh_hierarchy")
-    fine = FineStage(hierarchy, feature_dim=feature_dim, in_channels=MESH_INPUT_CHANNELS, fusion=cfg.fine.fusion,
-                     use_mesh=cfg.fine.use_mesh, use_faid=cfg.fine.use_faid, K=cfg.fine.chebyshev_k)
+    fine = FineStage(hierarchy, feature_dim=feature_dim or None, fusion=cfg.fine.fusion, use_mesh=cfg.fine.use_mesh,
+                     use_faid=cfg.fine.use_faid, K=cfg.fine.chebyshev_k, mesh_in_channels=MESH_INPUT_CHANNELS)
     return fine.to(device), identity_net, attribute_net
 
 

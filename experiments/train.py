@@ -195,16 +195,16 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
     """Run every enabled stage (resuming), then the held-out evaluation. Returns the summary dict."""
     device = resolve_device(cfg.train.device)
     ddp = Distributed.from_environment(device)
-    torch.manual_seed(cfg.train.seed)
     if fresh and ddp.is_main:
         for stage in ("warm_start", "coarse", "fine", "last"):
             stage_checkpoint(cfg, stage).unlink(missing_ok=True)
     if ddp.is_main:
         ensure_perception_nets(cfg)
     ddp.barrier()
-    model = load_morphable_model(cfg.model.bfm, cfg.model.synthface_seed)
+    model = load_morphable_model(cfg.model.bfm, cfg.model.synthface_seed, cfg.model.synthface_resolution)
     pool = training_pool(cfg, model)
     model = model.to(device)
+    torch.manual_seed(cfg.train.seed)  # weights must not depend on whether the pool came from the cache
     pipeline = FacePipeline(model, new_regressor(cfg), cfg.data.image_size).to(device)
     identity_net, attribute_net, parsing_net = perception_nets(cfg, device)
     workers = cfg.data.num_workers if not isinstance(pool, PooledSamples) else 0
@@ -220,7 +220,9 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
         CoarseObjective(pipeline, cfg.losses, identity_net, attribute_net, parsing_net), pipeline)))
     if cfg.fine.enabled:
         def fine_stage():
-            pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, model, device)
+            torch.manual_seed(cfg.train.seed + 1)
+            pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(
+                cfg, model, device, (identity_net, attribute_net))
             pipeline.use_attributes = cfg.fine.use_attributes
             objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, identity_net,
                                       attribute_net, parsing_net, cfg.data.image_size)
@@ -247,11 +249,46 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
     return summary
 
 
-def held_out_table(cfg: Config, device: torch.device) -> dict:
-    """Mean face vs. coarse vs. fine on cfg.train.eval_size held-out samples (experiments.evaluate)."""
-    from experiments.evaluate import evaluate_checkpoint_for_training
+# summary.json's stable names -> experiments.evaluate's metric names.
+SUMMARY_METRICS = {"psnr_db": "psnr_face_db", "ssim": "ssim_face", "id_cosine": "id_cosine_dlib",
+                   "landmark68_px": "landmark_error_px", "pose_deg": "pose_error_deg", "albedo_error": "albedo_error"}
 
-    return evaluate_checkpoint_for_training(cfg, stage_checkpoint(cfg, "last"), device)
+
+def held_out_table(cfg: Config, device: torch.device) -> dict:
+    """Mean face vs. coarse (the stage-1 checkpoint) vs. fine (the stage-2 one) on cfg.train.eval_size held-out
+    SynthFaces val samples at 224 px, clean and occluded (scored against the clean image). Also writes the
+    evaluation's metrics.json, report and grid under <log_dir>/heldout_<stage>/."""
+    from experiments.evaluate import evaluate_pipeline, load_identity_nets, synthfaces_test_set, write_evaluation
+
+    if cfg.data.dataset != "synthfaces":
+        print("held-out table: SynthFaces only here; run `make eval-celeba` for CelebA's test split")
+        return {}
+    identity_nets, _ = load_identity_nets(cfg, device)
+    identity_nets = {"dlib": identity_nets["dlib"]}
+    table: dict = {}
+    for stage, methods in (("coarse", ("mean_face", "coarse")), ("fine", ("fine",))):
+        path = stage_checkpoint(cfg, stage)
+        if not path.is_file():
+            continue
+        pipeline = FacePipeline.from_checkpoint(path, device)
+        dataset = synthfaces_test_set(pipeline.model.to("cpu"), size=cfg.train.eval_size, seed=cfg.data.synth_seed,
+                                      split="val")
+        pipeline.model = pipeline.model.to(device)
+        out_dir = Path(cfg.train.log_dir) / f"heldout_{stage}"
+        result = evaluate_pipeline(pipeline, dataset, identity_nets=identity_nets, out_dir=out_dir)
+        write_evaluation(dict(result), out_dir)
+        for protocol, rows in result["protocols"].items():
+            for method in methods:
+                if method in rows:
+                    table.setdefault(protocol, {})[method] = {
+                        name: rows[method][key]["mean"] for name, key in SUMMARY_METRICS.items() if key in rows[method]}
+    table["samples"] = cfg.train.eval_size
+    print(f"held-out ({cfg.train.eval_size} SynthFaces val samples, 224 px; occluded inputs scored against the clean image)")
+    for protocol in ("clean", "occluded"):
+        for method, values in table.get(protocol, {}).items():
+            print(f"  {protocol:<9}{method:<10}" + "  ".join(
+                f"{k}={v:.3f}" for k, v in values.items() if v is not None))
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

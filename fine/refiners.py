@@ -211,7 +211,8 @@ class FineStage(nn.Module):
     """
 
     def __init__(self, hierarchy: MeshHierarchy, feature_dim: int | None = None, fusion: str = "average",
-                 use_mesh: bool = True, use_faid: bool = True, channels=(16, 32, 32, 64), K: int = 6):
+                 use_mesh: bool = True, use_faid: bool = True, channels=(16, 32, 32, 64), K: int = 6,
+                 mesh_in_channels: int = 3):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fine/refiners.py: fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -226,7 +227,7 @@ class FineStage(nn.Module):
         self.fusion, self.use_mesh, self.use_faid = fusion, use_mesh, use_faid
         self.num_vertices = hierarchy.num_vertices[0]
         self.feature_dim = feature_dim if use_faid else None
-        self.mesh_refiner = MeshRefiner(hierarchy, channels, K) if use_mesh else None
+        self.mesh_refiner = MeshRefiner(hierarchy, channels, K, in_channels=mesh_in_channels) if use_mesh else None
         self.faid_decoder = FAIDDecoder(hierarchy, feature_dim, channels, K) if use_faid else None
         if fusion == "learned":
             self.fusion_logit = nn.Parameter(torch.zeros(self.num_vertices, 1))
@@ -240,16 +241,19 @@ class FineStage(nn.Module):
         if self.fusion_logit is not None:
             nn.init.zeros_(self.fusion_logit)
 
-    def forward(self, coarse_albedo: torch.Tensor, features: torch.Tensor | None = None) -> FineOutput:
+    def forward(self, coarse_albedo: torch.Tensor, features: torch.Tensor | None = None,
+                mesh_input: torch.Tensor | None = None) -> FineOutput:
         """coarse_albedo: (B, N, 3) per-vertex albedo on the hierarchy's level-0 mesh.
         features: (B, D) FAID vector (identity + attribute embeddings); required when use_faid,
-        ignored otherwise. Returns FineOutput."""
+        ignored otherwise. mesh_input: (B, N, mesh_in_channels) what the mesh-wise refiner reads (e.g. the
+        coarse albedo with the photo's colours unwrapped onto the vertices, as Lin et al.); None reads the
+        coarse albedo. Returns FineOutput."""
         if coarse_albedo.dim() != 3 or coarse_albedo.shape[1:] != (self.num_vertices, 3):
             raise ValueError(f"fine/refiners.py: coarse_albedo must be (B, {self.num_vertices}, 3), "
                              f"got {tuple(coarse_albedo.shape)}")
         mesh_correction = faid_correction = None
         if self.use_mesh:
-            mesh_correction = self.mesh_refiner(coarse_albedo)
+            mesh_correction = self.mesh_refiner(coarse_albedo if mesh_input is None else mesh_input)
         if self.use_faid:
             if features is None or features.dim() != 2 or features.shape != (coarse_albedo.shape[0], self.feature_dim):
                 got = None if features is None else tuple(features.shape)

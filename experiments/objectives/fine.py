@@ -55,6 +55,12 @@ class FineObjective:
         return prediction.coeffs, prediction.fine_albedo
 
     def __call__(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict, dict]:
+        terms, weighted, visuals = self.terms(batch, generator)
+        total = sum(weighted[k] * v for k, v in terms.items())
+        return total, {k: float(v.detach()) for k, v in terms.items()}, visuals
+
+    def terms(self, batch: dict, generator: torch.Generator | None = None) -> tuple[dict, dict, dict]:
+        """(terms: scalar tensors by name, their weights in eq. 5, visuals)."""
         image, w = batch["image"], self.weights
         prediction = self.pipeline.predict(image)
         size = image.shape[-1]
@@ -76,11 +82,10 @@ class FineObjective:
                 terms["rob"], weighted["rob"] = rob, w.rob
             if w.sa_photo and photo:
                 terms["sa_photo"], weighted["sa_photo"] = sum(photo) / len(photo), w.sa_photo
-        total = sum(weighted[k] * v for k, v in terms.items())
         composite = rendered.image * rendered.mask + image * (1 - rendered.mask)
         visuals = {"composite": composite, "mask": mask, "rendered": rendered, "prediction": prediction,
                    "augmented": augmented}
-        return total, {k: float(v.detach()) for k, v in terms.items()}, visuals
+        return terms, weighted, visuals
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
