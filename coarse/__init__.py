@@ -15,3 +15,6 @@ from coarse.priors import CoefficientPrior, neutral_coefficients
 from coarse.synthface import DEFAULT_RESOLUTION, build_synthface
 
 __all__ += ["load_morphable_model", "CoefficientPrior", "neutral_coefficients", "DEFAULT_RESOLUTION", "build_synthface"]
+from coarse.uv_layout import UVLayout, ensure_uv
+
+__all__ += ["UVLayout", "ensure_uv"]

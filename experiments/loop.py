@@ -8,6 +8,7 @@ A stage is any object with:
     param_groups() -> list[dict]                 Adam parameter groups (with optional "lr_scale")
     step(batch: dict) -> (loss, terms, visuals)  loss: scalar tensor; terms: dict[str, float]
     preview(batch, visuals) -> (images, columns, tag)   a contact sheet of (3, H, W) tensors
+    on_end()  (optional)                         called after the last step, before the final checkpoint
 """
 from __future__ import annotations
 
@@ -252,6 +253,8 @@ def run_stage(stage: Stage, batches_from, stage_cfg: StageConfig, cfg: Config, d
                 save_png(sheet, log_dir / "previews" / f"{stage.name}_{step:06d}.png")
                 if writer is not None:
                     writer.add_image(f"{stage.name}/{tag}", np.asarray(sheet), step, dataformats="HWC")
+            if step == stage_cfg.steps and hasattr(stage, "on_end"):
+                stage.on_end()
             if step % t.checkpoint_every == 0 or step == stage_cfg.steps:
                 save(step)
             if stop.requested:

@@ -117,11 +117,46 @@ def _rows(*rows: torch.Tensor, count: int = 4) -> tuple[list[torch.Tensor], int]
     return tiles, len(rows)
 
 
-class RegressorStage:
-    """Warm start or coarse stage: only the regressor trains."""
+@torch.no_grad()
+def recalibrate_batchnorm(network: torch.nn.Module, dataset: Dataset, batches: int, batch_size: int,
+                          device: torch.device, seed: int = 0) -> None:
+    """Replace BatchNorm running statistics by their exact average over `batches` training batches.
 
-    def __init__(self, objective, pipeline: FacePipeline):
+    A regressor trained from random weights changes fast, and the exponential running averages lag behind
+    it, so eval-mode predictions can be far worse than train-mode ones; a pass like this fixes that.
+    """
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = network.training
+    network.train()
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(batches):
+        indices = torch.randint(len(dataset), (batch_size,), generator=g).tolist()
+        images = torch.stack([dataset[i]["image"] for i in indices]).to(device)
+        network(images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    network.train(was_training)
+
+
+class RegressorStage:
+    """Warm start or coarse stage: only the regressor trains. At the end, BatchNorm statistics are
+    recalibrated on `pool` so the checkpoint predicts in eval mode as well as it trained."""
+
+    def __init__(self, objective, pipeline: FacePipeline, pool: Dataset | None = None, batch_size: int = 16,
+                 device: torch.device = torch.device("cpu")):
         self.objective, self.pipeline, self.name = objective, pipeline, objective.name
+        self.pool, self.batch_size, self.device = pool, batch_size, device
+
+    def on_end(self) -> None:
+        if self.pool is not None:
+            recalibrate_batchnorm(self.pipeline.regressor, self.pool, batches=max(1, 512 // self.batch_size),
+                                  batch_size=self.batch_size, device=self.device)
 
     def modules(self) -> dict:
         return {"regressor": self.pipeline.regressor}
@@ -215,9 +250,11 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
     plan = []
     if warm_start_enabled(cfg):
         plan.append(("warm_start", cfg.coarse.warm_start,
-                     lambda: RegressorStage(WarmStartObjective(pipeline, cfg.coarse.warm_start.landmark), pipeline)))
+                     lambda: RegressorStage(WarmStartObjective(pipeline, cfg.coarse.warm_start.landmark), pipeline,
+                                            pool, cfg.coarse.warm_start.batch_size, device)))
     plan.append(("coarse", cfg.coarse, lambda: RegressorStage(
-        CoarseObjective(pipeline, cfg.losses, identity_net, attribute_net, parsing_net), pipeline)))
+        CoarseObjective(pipeline, cfg.losses, identity_net, attribute_net, parsing_net), pipeline,
+        pool, cfg.coarse.batch_size, device)))
     if cfg.fine.enabled:
         def fine_stage():
             torch.manual_seed(cfg.train.seed + 1)

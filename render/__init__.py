@@ -2,8 +2,11 @@
 from render.camera import PerspectiveCamera
 from render.rasterizer import Fragments, RenderOutput, composite, interpolate, rasterize, render_mesh
 from render.shading import sh_basis, sh_shading
+from render.texture_sampling import sample_at_pixels, visible_vertices
+from render.uv_bake import UVBaker, bake_texture, sample_texture
 
 __all__ = [
     "PerspectiveCamera", "Fragments", "RenderOutput", "composite", "interpolate", "rasterize",
-    "render_mesh", "sh_basis", "sh_shading",
+    "render_mesh", "sh_basis", "sh_shading", "sample_at_pixels", "visible_vertices", "UVBaker", "bake_texture",
+    "sample_texture",
 ]
