@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from coarse import coefficients as C
+from experiments.config import LossWeights
 from experiments.metrics import identity_cosine, image_metrics
 from losses import coefficient_regulariser, identity_loss, landmark_loss, photometric_loss, skin_mask
 
@@ -41,10 +42,10 @@ class FitWeights:
     (`experiments.config.LossWeights`); offset_size and offset_smooth weigh the mean squared albedo offset
     and the mean squared offset difference across mesh edges (albedo units squared)."""
 
-    photo: float = 1.0
-    id: float = 0.2
-    landmark: float = 100.0
-    reg: float = 3e-4
+    photo: float = LossWeights.photo
+    id: float = LossWeights.id
+    landmark: float = LossWeights.landmark
+    reg: float = LossWeights.reg
     offset_size: float = 1.0
     offset_smooth: float = 30.0
 

@@ -33,7 +33,10 @@ class RenderedOnce(Dataset):
         # outnumber cores).
         loader = DataLoader(source, batch_size=None, num_workers=num_workers,
                             collate_fn=lambda sample: {k: self._pack(sample[k]) for k in keys if k in sample})
-        self.items = list(tqdm(loader, total=len(source), desc=description, unit="img", leave=False))
+        # Clone out of the workers' shared memory: kept as they arrive, every tensor would hold a file
+        # descriptor open and thousands of samples exceed the process's limit.
+        self.items = [{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in item.items()}
+                      for item in tqdm(loader, total=len(source), desc=description, unit="img", leave=False)]
         self.attribute_names = getattr(source, "attribute_names", None)
 
     @staticmethod

@@ -1,0 +1,78 @@
+"""The synthetic warm start (stage 0 of the embedded default) teaches the regressor the head pose."""
+import math
+
+import torch
+
+from coarse import coefficients as C
+from coarse.priors import CoefficientPrior
+from data.samples import collate_face_samples
+from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
+from experiments.config import load_config
+from experiments.objectives.warm_start import WarmStartObjective, coefficient_scales
+from experiments.pipeline import FacePipeline
+from experiments.train import train
+from perception.attributes import AttributeNet, save_attribute_net
+from perception.parsing import ParsingNet, save_parsing_net
+
+SIZE = 32
+
+
+def test_coefficient_scales_are_the_prior_standard_deviations():
+    prior = CoefficientPrior()
+    scale = coefficient_scales(prior)
+    samples = prior.sample(20000, torch.Generator().manual_seed(0))
+    measured = samples[:, C.ANGLE].std(0)
+    assert torch.allclose(scale[C.ANGLE], measured, rtol=0.05)
+    assert torch.allclose(scale[C.ID], samples[:, C.ID].std(0), rtol=0.05)
+
+
+def test_warm_start_loss_is_zero_for_the_true_coefficients_and_grows_with_pose_error():
+    data = SynthFaces("val", size=2, config=SynthFacesConfig(image_size=SIZE))
+    batch = collate_face_samples([data[0], data[1]])
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, coeffs):
+            super().__init__()
+            self.coeffs = coeffs
+
+        def forward(self, images):
+            return self.coeffs
+
+    def loss_of(coeffs):
+        pipeline = FacePipeline(data.model, Fixed(coeffs), SIZE)
+        return WarmStartObjective(pipeline, landmark_weight=10.0)(batch)
+
+    exact, terms, _ = loss_of(batch["coeffs"])
+    assert float(exact) < 1e-6 and terms["pose_deg"] < 1e-4
+    turned = batch["coeffs"].clone()
+    turned[:, C.ANGLE.start + 1] += math.radians(10)
+    worse, terms, _ = loss_of(turned)
+    assert float(worse) > 0.1 and abs(terms["pose_deg"] - 10 / 3) < 1e-3
+
+
+def _pose_error_deg(pipeline, samples) -> float:
+    with torch.no_grad():
+        coeffs = pipeline.predict(samples["image"], stage="coarse").coeffs
+    return float(torch.rad2deg((coeffs[:, C.ANGLE] - samples["coeffs"][:, C.ANGLE]).abs()).mean())
+
+
+def test_a_short_warm_start_lowers_the_held_out_pose_error_well_below_the_mean_face(tmp_path):
+    finished = {"epochs": 3}
+    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=SIZE), tmp_path / "attr.pt", finished)
+    save_parsing_net(ParsingNet(image_size=SIZE), tmp_path / "parsing.pt", finished)
+    cfg = load_config("experiments/configs/default.yaml", {
+        "data": {"image_size": SIZE, "train_size": 1024, "num_workers": 0, "cache_dir": str(tmp_path / "cache")},
+        "perception": {"attributes_checkpoint": str(tmp_path / "attr.pt"), "parsing_checkpoint": str(tmp_path / "parsing.pt"),
+                       "attributes_train": finished, "parsing_train": finished},
+        "coarse": {"steps": 0, "pool_size": 1024, "warm_start": {"steps": 200, "batch_size": 32}},
+        "fine": {"enabled": False},
+        "train": {"log_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ck"), "eval_size": 0,
+                  "image_every": 1000, "checkpoint_every": 1000},
+    })
+    torch.manual_seed(0)
+    train(cfg)
+    held_out = SynthFaces("val", size=96, config=SynthFacesConfig(image_size=SIZE))
+    samples = collate_face_samples([held_out[i] for i in range(len(held_out))])
+    trained = _pose_error_deg(FacePipeline.from_checkpoint(tmp_path / "ck" / "warm_start.pt"), samples)
+    mean_face = _pose_error_deg(FacePipeline.mean_face(held_out.model, SIZE), samples)
+    assert trained < 0.75 * mean_face, (trained, mean_face)
