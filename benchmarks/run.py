@@ -35,6 +35,25 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def module_of(result: dict) -> str:
+    """The benchmark module an entry came from (entries written before modules were recorded: by name)."""
+    if "module" in result:
+        return result["module"]
+    name, config = result["name"], result["config"]
+    if name.startswith("raster") or (name == "resnet50_fwd_ms_per_image" and "vertices" in config):
+        return "render"
+    if name.startswith("idnet") or name == "resnet50_fwd_ms_per_image":
+        return "identity"
+    return "synthfaces" if name.startswith("synthfaces") else "train"
+
+
+def kept_results(path: Path, rerun: set[str]) -> list[dict]:
+    """Entries of an earlier results.json from the modules this (--only) run did not measure again."""
+    if not path.is_file():
+        return []
+    return [r for r in json.loads(path.read_text()).get("results", []) if module_of(r) not in rerun]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
@@ -44,12 +63,14 @@ def main() -> None:
     for name in args.only.split(","):
         module = importlib.import_module(f"benchmarks.bench_{name}")
         print(f"[bench] {name} ...", flush=True)
-        found = module.run(quick=args.quick)
+        found = [dict(r, module=name) for r in module.run(quick=args.quick)]
         for r in found:
             print(f"  {r['name']:<40} {r['value']:>10} {r['unit']}")
         results += found
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if set(args.only.split(",")) != set(MODULES):
+        results = kept_results(ROOT / "results.json", set(args.only.split(","))) + results
     atomic_write_text(ROOT / "results.json", json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
     doc = ROOT.parent / "BENCHMARKS.md"
     text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{TABLE_START}\n{TABLE_END}\n"

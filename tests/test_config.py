@@ -11,17 +11,25 @@ def test_default_yaml_loads_into_typed_config():
 
 
 def test_overrides_apply_on_top_of_file():
-    cfg = load_config("experiments/configs/default.yaml", {"train": {"steps": 3}, "data": {"image_size": 64}})
-    assert cfg.train.steps == 3 and cfg.data.image_size == 64 and cfg.train.batch_size == 8
+    cfg = load_config("experiments/configs/default.yaml", {"coarse": {"steps": 3}, "data": {"image_size": 48}})
+    assert cfg.coarse.steps == 3 and cfg.data.image_size == 48 and cfg.coarse.batch_size == 16
+    assert cfg.coarse.warm_start.steps == 1800  # untouched nested stages keep the file's values
 
 
 def test_unknown_key_and_wrong_type_give_one_line_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train: {stepz: 3}\n")
+    bad.write_text("coarse: {stepz: 3}\n")
     with pytest.raises(ConfigError, match="unknown key.*stepz"):
         load_config(bad)
-    bad.write_text("train: {steps: many}\n")
-    with pytest.raises(ConfigError, match="train.steps: expected int"):
+    bad.write_text("coarse: {steps: many}\n")
+    with pytest.raises(ConfigError, match="coarse.steps: expected int"):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_paper_recipe_loads_with_the_papers_settings():
+    cfg = load_config("experiments/configs/paper.yaml")
+    assert cfg.data.image_size == 224 and cfg.fine.batch_size == 16 and cfg.coarse.lr == 1e-4
+    assert cfg.coarse.lr_decay == 0.9 and cfg.coarse.steps + cfg.fine.steps == 200_000
+    assert cfg.coarse.warm_start.enabled == "off" and cfg.data.dataset == "celeba"

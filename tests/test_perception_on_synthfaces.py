@@ -1,8 +1,17 @@
 """The attribute and parsing nets learn from SynthFaces itself (not only from the procedural test faces)."""
+import pytest
+import torch
+
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
 from experiments.perception_nets import RenderedOnce, WithParsingLabels
 from perception.attributes import AttributeTrainConfig, train_attribute_net
 from perception.parsing import ParsingTrainConfig, train_parsing_net
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    # Both nets start from random weights: without a seed the outcome depends on which tests ran before.
+    torch.manual_seed(0)
 
 
 def _splits(size: int, counts: tuple[int, int]) -> dict:
