@@ -197,7 +197,10 @@ def test_two_process_gloo_run_averages_to_the_one_process_gradient(tmp_path, sma
     mp.spawn(_rank_gradient, args=(2, _free_port(), str(path), str(tmp_path / "grad")), nprocs=2, join=True)
     for rank in (0, 1):
         shared = torch.load(tmp_path / f"grad.{rank}")
-        assert torch.allclose(shared, single, rtol=1e-3, atol=1e-5), float((shared - single).abs().max())
+        # Float sums in another order (threads, shards) differ in the last digits; a wrong shard or a missing
+        # average would be off by tens of percent.
+        relative = float((shared - single).norm() / single.norm())
+        assert relative < 1e-4, relative
     assert single.abs().sum() > 0
 
 
