@@ -6,7 +6,8 @@ A stage is any object with:
     name: str                                    "warm_start", "coarse" or "fine"
     modules() -> dict[str, nn.Module]            trainable modules, saved under these keys
     param_groups() -> list[dict]                 Adam parameter groups (with optional "lr_scale")
-    step(batch: dict) -> (loss, terms, visuals)  loss: scalar tensor; terms: dict[str, float]
+    step(batch: dict, step: int) -> (loss, terms, visuals)   step: 1-based index of this step in the stage;
+                                                 loss: scalar tensor; terms: dict[str, float]
     preview(batch, visuals) -> (images, columns, tag)   a contact sheet of (3, H, W) tensors
     on_end()  (optional)                         called after the last step, before the final checkpoint
 """
@@ -42,7 +43,7 @@ class Stage(Protocol):
 
     def param_groups(self) -> list[dict]: ...
 
-    def step(self, batch: dict) -> tuple[torch.Tensor, dict, dict]: ...
+    def step(self, batch: dict, step: int) -> tuple[torch.Tensor, dict, dict]: ...
 
     def preview(self, batch: dict, visuals: dict) -> tuple[list[torch.Tensor], int, str]: ...
 
@@ -219,9 +220,9 @@ def run_stage(stage: Stage, batches_from, stage_cfg: StageConfig, cfg: Config, d
             factor = decayed_lr_factor(step, stage_cfg)
             for group in optimiser.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            loss, terms, visuals = stage.step(batch)
-            value = float(loss.detach())
             step += 1
+            loss, terms, visuals = stage.step(batch, step)
+            value = float(loss.detach())
             if not math.isfinite(value):
                 bad += 1
                 optimiser.zero_grad(set_to_none=True)

@@ -39,6 +39,13 @@ class RenderedOnce(Dataset):
                       for item in tqdm(loader, total=len(source), desc=description, unit="img", leave=False)]
         self.attribute_names = getattr(source, "attribute_names", None)
 
+    @classmethod
+    def from_items(cls, items: list[dict]) -> "RenderedOnce":
+        """Samples rendered earlier (e.g. loaded from a cache file), in the packed form `items` holds."""
+        dataset = cls.__new__(cls)
+        dataset.keys, dataset.items, dataset.attribute_names = None, items, None
+        return dataset
+
     @staticmethod
     def _pack(value):
         if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() == 3:

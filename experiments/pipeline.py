@@ -22,7 +22,7 @@ from coarse.load_model import load_morphable_model
 from coarse.morphable_model import MorphableModel
 from coarse.regressor import CoarseRegressor
 from perception.training import CheckpointError, read_checkpoint
-from render.rasterizer import render_mesh
+from render.rasterizer import rasterize, render_mesh
 from render.texture_sampling import sample_at_pixels, visible_vertices
 
 CHECKPOINT_FORMAT = "faid-recon"
@@ -84,8 +84,8 @@ def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: t
     size = fragments_size or image.shape[-1]
     face = assemble_face(model, coeffs, size)
     with torch.no_grad():
-        rendered = render_mesh(face.screen.detach(), model.triangles, face.colors.detach()[..., :1], size)
-        visible = visible_vertices(rendered.fragments, model.triangles, model.num_vertices).unsqueeze(-1)
+        fragments = rasterize(face.screen.detach(), model.triangles, size)
+        visible = visible_vertices(fragments, model.triangles, model.num_vertices).unsqueeze(-1)
     colours = sample_at_pixels(resize_square(image, size), face.screen[..., :2])
     albedo = (colours / face.shading.clamp(min=0.05)).clamp(0, 1.5)
     return albedo * visible, visible

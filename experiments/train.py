@@ -76,27 +76,13 @@ def training_pool(cfg: Config, model) -> Dataset:
     path = Path(cfg.data.cache_dir) / "synthfaces_pool" / f"{key}.pt"
     if path.is_file():
         try:
-            return PooledSamples(torch.load(path, weights_only=True))
+            return RenderedOnce.from_items(torch.load(path, weights_only=True)["items"])
         except Exception:  # damaged cache: render again
             path.unlink()
     pool = RenderedOnce(build_dataset(cfg, "train", size, model), POOL_KEYS, f"render {size} training faces",
                         cfg.data.num_workers)
     save_checkpoint_atomic({"items": pool.items}, path)
-    return PooledSamples({"items": pool.items})
-
-
-class PooledSamples(Dataset):
-    """Samples held in memory as written by RenderedOnce (images as uint8)."""
-
-    def __init__(self, payload: dict):
-        self.items = payload["items"]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        return {k: v.float() / 255 if isinstance(v, torch.Tensor) and v.dtype == torch.uint8 else v
-                for k, v in self.items[index].items()}
+    return pool
 
 
 def warm_start_enabled(cfg: Config) -> bool:
@@ -164,7 +150,7 @@ class RegressorStage:
     def param_groups(self) -> list[dict]:
         return [{"params": list(self.pipeline.regressor.parameters())}]
 
-    def step(self, batch: dict):
+    def step(self, batch: dict, step: int):
         return self.objective(batch)
 
     def preview(self, batch: dict, visuals: dict):
@@ -185,8 +171,8 @@ class FineStage:
 
     name = "fine"
 
-    def __init__(self, objective: FineObjective, pipeline: FacePipeline, regressor_lr_scale: float, seed: int, start: int):
-        self.objective, self.pipeline, self.lr_scale, self.seed, self.count = objective, pipeline, regressor_lr_scale, seed, start
+    def __init__(self, objective: FineObjective, pipeline: FacePipeline, regressor_lr_scale: float, seed: int):
+        self.objective, self.pipeline, self.lr_scale, self.seed = objective, pipeline, regressor_lr_scale, seed
 
     def modules(self) -> dict:
         return {"regressor": self.pipeline.regressor, "fine": self.pipeline.fine}
@@ -195,9 +181,8 @@ class FineStage:
         return [{"params": list(self.pipeline.fine.parameters())},
                 {"params": list(self.pipeline.regressor.parameters()), "lr_scale": self.lr_scale}]
 
-    def step(self, batch: dict):
-        self.count += 1
-        return self.objective(batch, step_generator(self.seed, self.count))
+    def step(self, batch: dict, step: int):
+        return self.objective(batch, step_generator(self.seed, step))
 
     def preview(self, batch: dict, visuals: dict):
         image, prediction = batch["image"], visuals["prediction"]
@@ -242,7 +227,7 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
     torch.manual_seed(cfg.train.seed)  # weights must not depend on whether the pool came from the cache
     pipeline = FacePipeline(model, new_regressor(cfg), cfg.data.image_size).to(device)
     identity_net, attribute_net, parsing_net = perception_nets(cfg, device)
-    workers = cfg.data.num_workers if not isinstance(pool, PooledSamples) else 0
+    workers = 0 if isinstance(pool, RenderedOnce) else cfg.data.num_workers  # in memory: nothing to overlap
 
     def batches(stage_cfg):
         return lambda start: step_batches(pool, stage_cfg, cfg.train.seed, start, workers, ddp)
@@ -263,9 +248,7 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
             pipeline.use_attributes = cfg.fine.use_attributes
             objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, identity_net,
                                       attribute_net, parsing_net, cfg.data.image_size)
-            done = torch.load(stage_checkpoint(cfg, "fine"), map_location="cpu", weights_only=True)["step"] \
-                if stage_checkpoint(cfg, "fine").is_file() else 0
-            return FineStage(objective, pipeline, cfg.fine.regressor_lr_scale, cfg.train.seed, done)
+            return FineStage(objective, pipeline, cfg.fine.regressor_lr_scale, cfg.train.seed)
         plan.append(("fine", cfg.fine, fine_stage))
 
     summary: dict = {"stages": {}}
