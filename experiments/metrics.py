@@ -25,6 +25,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from coarse import coefficients as C
 from render.rasterizer import rasterize
+from render.texture_sampling import DEPTH_TOLERANCE, visible_vertices as seen_vertices
 
 DATA_RANGE = 1.0
 SSIM_WINDOW = 7
@@ -37,7 +38,7 @@ LANDMARK_REFERENCE_SIZE = C.REFERENCE_IMAGE_SIZE
 YAW_BINS: tuple[tuple[int, int], ...] = ((0, 30), (30, 60), (60, 90))
 # A vertex is visible when the rendered surface at its pixel is no nearer than this (model units;
 # the face is ~1.5 units wide and ~1.3 deep, one 224-px pixel is ~0.01 units at the face).
-VISIBILITY_DEPTH_TOLERANCE = 0.03
+VISIBILITY_DEPTH_TOLERANCE = DEPTH_TOLERANCE
 
 SETTINGS = {
     "psnr": f"skimage.metrics.peak_signal_noise_ratio, data_range={DATA_RANGE}, capped at {PSNR_MAX_DB} dB",
@@ -122,13 +123,8 @@ def visible_vertices(vertices: torch.Tensor, normals: torch.Tensor, screen: torc
     camera = vertices.new_tensor([0.0, 0.0, camera_distance])
     facing = ((camera - vertices) * normals).sum(-1) > 0
     zbuf = rasterize(screen, triangles, image_size).zbuf  # (B, S, S), 0 where empty
-    col = screen[..., 0].floor().long()
-    row = screen[..., 1].floor().long()
-    inside = (col >= 0) & (col < image_size) & (row >= 0) & (row < image_size)
-    batch = torch.arange(screen.shape[0], device=screen.device)[:, None].expand_as(col)
-    surface = zbuf[batch, row.clamp(0, image_size - 1), col.clamp(0, image_size - 1)]
-    unhidden = (surface > 0) & (screen[..., 2] <= surface + VISIBILITY_DEPTH_TOLERANCE)
-    return facing & inside & unhidden & skin_mask.to(vertices.device).bool()[None]
+    seen = seen_vertices(screen, zbuf, facing, VISIBILITY_DEPTH_TOLERANCE)
+    return seen & skin_mask.to(vertices.device).bool()[None]
 
 
 def albedo_error(predicted: torch.Tensor, true: torch.Tensor, visible: torch.Tensor) -> np.ndarray:

@@ -85,7 +85,9 @@ def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: t
     face = assemble_face(model, coeffs, size)
     with torch.no_grad():
         fragments = rasterize(face.screen.detach(), model.triangles, size)
-        visible = visible_vertices(fragments, model.triangles, model.num_vertices).unsqueeze(-1)
+        camera = face.vertices.new_tensor([0.0, 0.0, C.CAMERA_DISTANCE])
+        facing = ((camera - face.vertices) * face.normals).sum(-1) > 0
+        visible = visible_vertices(face.screen, fragments.zbuf, facing).unsqueeze(-1).to(image.dtype)
     colours = sample_at_pixels(resize_square(image, size), face.screen[..., :2])
     albedo = (colours / face.shading.clamp(min=0.05)).clamp(0, 1.5)
     return albedo * visible, visible

@@ -19,15 +19,23 @@ def sample_at_pixels(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor
     return samples.squeeze(-1).transpose(1, 2)
 
 
-def visible_vertices(fragments: Fragments, triangles: torch.Tensor, num_vertices: int) -> torch.Tensor:
-    """(B, N) float 1 for vertices of a triangle that wins at least one pixel, 0 otherwise.
+DEPTH_TOLERANCE = 0.03  # model units (the face is about 2 units wide): a vertex this far behind the surface still counts
 
-    fragments: from render.rasterizer.rasterize; triangles: (F, 3). Self-occluded and off-screen vertices are 0.
+
+def visible_vertices(screen: torch.Tensor, zbuf: torch.Tensor, facing: torch.Tensor | None = None,
+                     tolerance: float = DEPTH_TOLERANCE) -> torch.Tensor:
+    """(B, N) bool: vertices the camera sees, by a depth test against the rendered surface.
+
+    screen: (B, N, 3) u, v in pixels and depth; zbuf: (B, S, S) the rasterizer's depth, 0 where empty;
+    facing: optional (B, N) bool (normal towards the camera). A vertex is visible when it projects inside the
+    image onto covered pixel whose surface depth is within `tolerance` of its own. Unlike marking the corners of
+    the triangles that win a pixel, this keeps every vertex of a dense mesh seen at a low resolution.
     """
-    b = fragments.pix_to_face.shape[0]
-    faces = fragments.pix_to_face.reshape(b, -1)
-    visible = torch.zeros(b, num_vertices, device=faces.device)
-    rows, cols = torch.nonzero(faces >= 0, as_tuple=True)
-    corners = triangles[faces[rows, cols]]  # (P, 3)
-    visible[rows.unsqueeze(1).expand_as(corners), corners] = 1.0
-    return visible
+    size = zbuf.shape[-1]
+    col = screen[..., 0].detach().floor().long()
+    row = screen[..., 1].detach().floor().long()
+    inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
+    batch = torch.arange(screen.shape[0], device=screen.device)[:, None].expand_as(col)
+    surface = zbuf.detach()[batch, row.clamp(0, size - 1), col.clamp(0, size - 1)]
+    visible = inside & (surface > 0) & (screen[..., 2].detach() <= surface + tolerance)
+    return visible if facing is None else visible & facing

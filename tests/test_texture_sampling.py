@@ -1,0 +1,57 @@
+"""render.texture_sampling and the observed per-vertex albedo the mesh-wise refiner reads."""
+import math
+
+import torch
+
+from coarse import coefficients as C
+from coarse.face_model import assemble_face
+from coarse.synthface import build_synthface
+from data.synthfaces import template_translation
+from experiments.pipeline import observed_vertex_albedo
+from render.rasterizer import rasterize, render_mesh
+from render.texture_sampling import sample_at_pixels, visible_vertices
+
+
+def _coeffs(model, yaw_deg: float = 0.0) -> torch.Tensor:
+    coeffs = torch.zeros(1, C.N_COEFFS)
+    coeffs[0, C.TRANS] = template_translation(model)
+    coeffs[0, C.ANGLE.start + 1] = math.radians(yaw_deg)
+    coeffs[0, C.GAMMA.start] = 0.8  # red DC light: shading is not one
+    return coeffs
+
+
+def test_sample_at_pixels_reads_pixel_centres_exactly():
+    image = torch.arange(2 * 5 * 7, dtype=torch.float32).view(1, 2, 5, 7)
+    points = torch.tensor([[[0.5, 0.5], [6.5, 4.5], [3.5, 2.5]]])
+    found = sample_at_pixels(image, points)[0]
+    assert torch.equal(found[:, 0], torch.stack([image[0, 0, 0, 0], image[0, 0, 4, 6], image[0, 0, 2, 3]]))
+    assert found.shape == (3, 2)
+
+
+def test_every_vertex_of_a_dense_mesh_at_low_resolution_is_visible_when_frontal():
+    """The default mesh has more vertices than a 64-px face has pixels: a depth test must still see them all
+    (marking only the corners of pixel-winning triangles left a comb of holes)."""
+    model = build_synthface()
+    face = assemble_face(model, _coeffs(model), 64)
+    zbuf = rasterize(face.screen, model.triangles, 64).zbuf
+    camera = face.vertices.new_tensor([0.0, 0.0, C.CAMERA_DISTANCE])
+    facing = ((camera - face.vertices) * face.normals).sum(-1) > 0
+    seen = visible_vertices(face.screen, zbuf, facing)[0]
+    skin = model.skin_mask.bool()
+    assert seen[skin].float().mean() > 0.9
+    turned = assemble_face(model, _coeffs(model, 80.0), 64)
+    zbuf = rasterize(turned.screen, model.triangles, 64).zbuf
+    assert visible_vertices(turned.screen, zbuf)[0].float().mean() < 0.75 * seen.float().mean()
+
+
+def test_observed_albedo_of_a_render_recovers_the_albedo_where_visible():
+    model = build_synthface(resolution=40)
+    coeffs = _coeffs(model)
+    face = assemble_face(model, coeffs, 128)
+    image = render_mesh(face.screen, model.triangles, face.colors.clamp(0, 1), 128).image
+    albedo, visible = observed_vertex_albedo(model, image, coeffs)
+    inner = visible[0, :, 0].bool() & model.skin_mask.bool()
+    assert inner.float().mean() > 0.5
+    error = (albedo[0, inner] - face.albedo[0, inner].clamp(0, 1.5)).abs().median()
+    assert error < 0.03
+    assert torch.all(albedo[0, ~visible[0, :, 0].bool()] == 0)
