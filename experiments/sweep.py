@@ -12,7 +12,11 @@ Variants, in the paper's column order (each is the base config plus these overri
 Stage 1 (warm start + coarse) does not depend on these switches' stage-2 parts, so it is trained once
 (``fine.enabled: false``, into <checkpoints>/stage1) and its checkpoint files are copied into every variant's
 checkpoint folder before that variant trains: experiments.train then resumes past stage 1 and only stage 2
-(fine + self-augmentation) differs between variants.
+(fine + self-augmentation) differs between variants. ``--stage1 DIR`` (``make ablations STAGE1=DIR``) takes
+stage 1 from a finished run instead, e.g. ``checkpoints/default`` after ``make train``: its coarse.pt must
+be trained for the same model and image size, and at least as many steps as the sweep's config asks.
+With --quick and no --stage1, the base config's own run is reused when it has finished stage 1, since a
+minutes-long stage 1 from random weights leaves nothing for the variants to differ on.
 
 Resuming: a variant whose <out>/<variant>/metrics.json records the same config hash is finished and not
 retrained. An interrupted variant resumes from its checkpoint folder (the training loop resumes). A
@@ -40,6 +44,7 @@ from data.align import write_json_atomically
 STAGE1_NAME = "stage1"
 SWEEP_CONFIG_FILE = "sweep_config.json"    # in a checkpoint folder: the hash it was trained under
 STAGE1_DONE_FILE = "stage1_done.json"
+STAGE1_FILES = ("warm_start.pt", "coarse.pt")  # what a variant folder is seeded with
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,11 @@ VARIANTS: tuple[Variant, ...] = (
 # Minutes per variant on a 2-core CPU.
 QUICK_OVERRIDES = {
     "data": {"image_size": 64, "val_size": 16},
-    "coarse": {"steps": 40, "pool_size": 128, "warm_start": {"steps": 40, "pool_size": 128}},
-    "fine": {"steps": 40},
-    "train": {"eval_size": 16, "checkpoint_every": 20, "image_every": 20},
+    "coarse": {"steps": 40, "pool_size": 512, "warm_start": {"steps": 40, "pool_size": 128}},
+    "fine": {"steps": 60},
+    "train": {"eval_size": 0, "checkpoint_every": 20, "image_every": 20},  # the sweep evaluates each variant itself
 }
-QUICK_EVAL = {"limit": 32, "image_size": 64}
+QUICK_EVAL = {"limit": 64, "image_size": 64}
 FULL_EVAL = {"limit": 256, "image_size": 224}
 # Not part of what a variant computes (they only say where things go).
 _UNHASHED = (("name",), ("train", "checkpoint_dir"), ("train", "log_dir"))
@@ -133,10 +138,39 @@ def _claim_folder(folder: Path, wanted_hash: str, seed_from: Path | None) -> Non
         print(f"{folder}: trained under another config ({recorded}); moved to {stale}")
     folder.mkdir(parents=True, exist_ok=True)
     if seed_from is not None:
-        for item in seed_from.iterdir():
-            if item.is_file() and item.suffix == ".pt":
-                shutil.copy2(item, folder / item.name)
+        for name in STAGE1_FILES:
+            if (seed_from / name).is_file():
+                shutil.copy2(seed_from / name, folder / name)
     write_json_atomically(marker, {"config_hash": wanted_hash})
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def reusable_stage1(folder: Path, cfg) -> str | None:
+    """Why `folder` cannot seed stage 1 for `cfg`, or None when it can (a finished coarse.pt of the same model
+    and image size, trained at least cfg.coarse.steps steps)."""
+    from perception.training import CheckpointError, read_checkpoint
+    from experiments.pipeline import CHECKPOINT_FORMAT
+
+    path = folder / "coarse.pt"
+    try:
+        payload = read_checkpoint(path, CHECKPOINT_FORMAT)
+    except CheckpointError as error:
+        return str(error)
+    trained = payload.get("config", {})
+    if trained.get("model") != asdict(cfg.model):
+        return f"{path}: trained for another morphable model ({trained.get('model')})"
+    if trained.get("data", {}).get("image_size") != cfg.data.image_size:
+        return f"{path}: trained at {trained.get('data', {}).get('image_size')} px, the sweep uses {cfg.data.image_size}"
+    if int(payload.get("step", 0)) < cfg.coarse.steps:
+        return f"{path}: only {payload.get('step')} of {cfg.coarse.steps} coarse steps trained; finish that run first"
+    return None
 
 
 def default_train(cfg) -> dict:
@@ -159,11 +193,13 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
               base_config: str | Path | None = "experiments/configs/default.yaml",
               checkpoint_root: str | Path | None = None, log_root: str | Path | None = None,
               variants: tuple[Variant, ...] = VARIANTS, train_fn: Callable | None = None,
-              evaluate_fn: Callable | None = None) -> dict:
+              evaluate_fn: Callable | None = None, stage1_from: str | Path | None = None) -> dict:
     """Train (or resume, or skip) every variant, evaluate it, and write the comparison. Returns <out>/metrics.json.
 
     train_fn(cfg) -> summary dict (default experiments.train.train); evaluate_fn(cfg, checkpoint, out_dir, quick)
-    -> metrics dict (default: experiments.evaluate on SynthFaces). Raises SweepStopped when training stopped early.
+    -> metrics dict (default: experiments.evaluate on SynthFaces). stage1_from: a finished run's checkpoint folder
+    to take stage 1 from (see the module doc). Raises SweepStopped when training stopped early or stage1_from
+    cannot be used.
     """
     from experiments.config import load_config
     from experiments.evaluate import git_commit, write_evaluation
@@ -183,9 +219,19 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
 
     stage1_overrides = merge(common, {"fine": {"enabled": False}}, folders(STAGE1_NAME))
     stage1_cfg = load_config(base_config, stage1_overrides)
-    stage1_hash = config_hash(_resolved(stage1_cfg))
-    stage1_dir = checkpoint_root / STAGE1_NAME
-    if _read_hash(stage1_dir / STAGE1_DONE_FILE) == stage1_hash:
+    if stage1_from is not None:
+        stage1_dir = Path(stage1_from)
+        problem = reusable_stage1(stage1_dir, stage1_cfg)
+        if problem:
+            raise SweepStopped(f"--stage1 {stage1_dir}: {problem}")
+        stage1_hash = _file_digest(stage1_dir / "coarse.pt")
+        print(f"[sweep] stage 1: reused from {stage1_dir} (coarse.pt {stage1_hash})")
+    else:
+        stage1_hash = config_hash(_resolved(stage1_cfg))
+        stage1_dir = checkpoint_root / STAGE1_NAME
+    if stage1_from is not None:
+        pass  # finished elsewhere
+    elif _read_hash(stage1_dir / STAGE1_DONE_FILE) == stage1_hash:
         print(f"[sweep] stage 1: done ({stage1_dir})")
     else:
         print(f"[sweep] stage 1 (warm start + coarse), shared by every variant -> {stage1_dir}")
@@ -221,11 +267,21 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
                                                                          "protocols", "samples_evaluated")}}
     settings = QUICK_EVAL if quick else FULL_EVAL
     summary = {"quick": quick, "commit": git_commit(), "stage1_hash": stage1_hash, "base_config": str(base_config),
+               "stage1": str(stage1_dir),
                "evaluation": f"SynthFaces test, first {settings['limit']} samples at {settings['image_size']} px",
                "variants": entries}
     write_json_atomically(out_dir / "metrics.json", summary)
     write_ablation_report(out_dir)
     return summary
+
+
+def own_finished_stage1(base_config: str | Path) -> Path | None:
+    """The base config's own `make train` checkpoint folder when its stage 1 can seed a quick sweep, else None."""
+    from experiments.config import load_config
+
+    own_run = Path(load_config(base_config).train.checkpoint_dir)
+    quick_stage1 = load_config(base_config, merge(QUICK_OVERRIDES, {"fine": {"enabled": False}}))
+    return own_run if reusable_stage1(own_run, quick_stage1) is None else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,9 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="experiments/configs/default.yaml", help="base config")
     parser.add_argument("--checkpoints", default=None,
                         help="checkpoint root (default checkpoints/ablations, or checkpoints/ablations_quick)")
+    parser.add_argument("--stage1", default=None,
+                        help="take stage 1 from this finished run's checkpoint folder (e.g. checkpoints/default)")
     args = parser.parse_args(argv)
     try:
-        run_sweep(args.out, args.quick, args.config, args.checkpoints)
+        stage1 = args.stage1 or (own_finished_stage1(args.config) if args.quick else None)
+        run_sweep(args.out, args.quick, args.config, args.checkpoints, stage1_from=stage1)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

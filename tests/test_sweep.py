@@ -100,3 +100,44 @@ def test_config_hash_ignores_names_and_folders_but_not_settings():
     other = {"name": "a", "train": {"checkpoint_dir": "x", "log_dir": "y", "seed": 1}, "losses": {"att": 0.005}}
     assert S.config_hash(base) == S.config_hash(moved) != S.config_hash(other)
     assert S.config_hash(base, "stage1") != S.config_hash(base)
+
+
+def _finished_run(folder: Path, image_size: int = 64, coarse_steps: int = 400) -> Path:
+    """A `make train` checkpoint folder whose stage 1 is done (tiny stand-in weights, real checkpoint format)."""
+    from dataclasses import asdict
+
+    from experiments.config import load_config
+    from experiments.pipeline import CHECKPOINT_FORMAT
+    from perception.training import save_checkpoint_atomic
+
+    cfg = load_config(None, {"data": {"image_size": image_size}})
+    for stage, steps in (("warm_start", 10), ("coarse", coarse_steps), ("fine", 5)):
+        save_checkpoint_atomic({"format": CHECKPOINT_FORMAT, "stage": stage, "step": steps, "config": asdict(cfg),
+                                "regressor": {}}, folder / f"{stage}.pt")
+    return folder
+
+
+def test_a_sweep_can_take_stage_one_from_a_finished_run(tmp_path):
+    run = _finished_run(tmp_path / "default")
+
+    def training(cfg):
+        assert cfg.fine.enabled, "stage 1 was trained although it was given"
+        folder = Path(cfg.train.checkpoint_dir)
+        assert (folder / "coarse.pt").read_bytes() == (run / "coarse.pt").read_bytes()
+        assert not (folder / "fine.pt").exists(), "the source run's stage 2 leaked into the variant"
+        (folder / "last.pt").write_text("fine")
+        return {"fine": {"step": cfg.fine.steps, "stopped": False}}
+
+    summary = S.run_sweep(tmp_path / "reports", quick=True, base_config=None, checkpoint_root=tmp_path / "ck",
+                          log_root=tmp_path / "runs", variants=VARIANTS[:1], train_fn=training,
+                          evaluate_fn=fake_evaluate, stage1_from=run)
+    assert summary["stage1"] == str(run) and not (tmp_path / "ck" / "stage1").exists()
+
+
+def test_a_run_of_another_image_size_or_unfinished_is_refused_as_stage_one(tmp_path):
+    for folder, problem in ((_finished_run(tmp_path / "big", image_size=224), "trained at 224 px"),
+                            (_finished_run(tmp_path / "short", coarse_steps=3), "finish that run first"),
+                            (tmp_path / "missing", "no such checkpoint")):
+        with pytest.raises(S.SweepStopped, match=problem):
+            S.run_sweep(tmp_path / "reports", quick=True, base_config=None, checkpoint_root=tmp_path / "ck",
+                        variants=VARIANTS[:1], train_fn=None, evaluate_fn=fake_evaluate, stage1_from=folder)
