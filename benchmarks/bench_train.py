@@ -23,7 +23,7 @@ from experiments.config import load_config
 from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
 from experiments.objectives.warm_start import WarmStartObjective
-from experiments.pipeline import FacePipeline, build_fine_parts
+from experiments.pipeline import FacePipeline, build_fine_parts, skin_reader
 from perception.attributes import AttributeNet
 from perception.identity import build_identity_net
 from perception.parsing import ParsingNet
@@ -76,6 +76,7 @@ def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, co
     size = batch["image"].shape[-1]
     pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False), size)
     pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, data.model)
+    pipeline.parsing_net = skin_reader(cfg, net=nets[2])
     objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, size)
     generator = step_generator(0, 1)
     ms = median_ms(_step(objective, pipeline.parameters(), batch, generator), repeats)

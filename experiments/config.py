@@ -70,6 +70,9 @@ class LossWeights:
     landmark: float = 100.0
     reg: float = 3e-4
     reflectance: float = 5e-3
+    # Stage 2 keeps stage 1's photometric loss on the coarse (PCA-albedo) render: the fine render reproduces
+    # the photo it unwraps whatever the pose, so without this term nothing anchors the regressor's pose and light.
+    coarse_photo: float = 1.0
 
 
 @dataclass
@@ -118,6 +121,7 @@ class FineConfig(StageConfig):
     chebyshev_k: int = 6
     regressor_lr_scale: float = 0.1   # the pre-trained regressor moves slower than the new GCNs
     correction_weight: float = 0.01   # L2 prior on the fine albedo correction (keeps it to what the photo shows)
+    read_skin_only: bool = True       # the mesh-wise refiner reads the photo only where the parsing net sees skin
 
 
 @dataclass

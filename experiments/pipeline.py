@@ -75,22 +75,35 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor,
-                           fragments_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The photo read at every projected vertex and divided by the predicted shading.
+                           fragments_size: int | None = None, skin: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photo read at every projected vertex and divided by the predicted shading (no gradient).
 
-    image: (B, 3, S, S) in [0, 1]; coeffs: (B, 257). Returns (albedo (B, N, 3) in [0, 1.5], zero where not
-    visible; visibility (B, N, 1)). This is the "unwrapped texture" the mesh-wise refiner reads (Lin et al.).
+    image: (B, 3, S, S) in [0, 1]; coeffs: (B, 257); skin: optional (B, 1, S', S') skin probability (the parsing
+    net's mask M). A vertex counts as seen when it passes the depth test, faces the camera, projects at least
+    one pixel inside the face's silhouette (border vertices would read the background) and, with `skin`, lands
+    on skin (occluders are not read). Returns (albedo (B, N, 3) in [0, 1.5], zero where not seen; seen (B, N, 1)).
+    This is the "unwrapped texture" the mesh-wise refiner reads (Lin et al.). It is a constant for the
+    optimiser: rendered with the same geometry it reproduces the photo whatever that geometry is, so a gradient
+    through it would only teach the regressor to stop caring about pose.
     """
     size = fragments_size or image.shape[-1]
-    face = assemble_face(model, coeffs, size)
     with torch.no_grad():
-        fragments = rasterize(face.screen.detach(), model.triangles, size)
+        face = assemble_face(model, coeffs, size)
+        fragments = rasterize(face.screen, model.triangles, size)
         camera = face.vertices.new_tensor([0.0, 0.0, C.CAMERA_DISTANCE])
         facing = ((camera - face.vertices) * face.normals).sum(-1) > 0
-        visible = visible_vertices(face.screen, fragments.zbuf, facing).unsqueeze(-1).to(image.dtype)
-    colours = sample_at_pixels(resize_square(image, size), face.screen[..., :2])
-    albedo = (colours / face.shading.clamp(min=0.05)).clamp(0, 1.5)
-    return albedo * visible, visible
+        seen = visible_vertices(face.screen, fragments.zbuf, facing)
+        covered = fragments.mask.unsqueeze(1).to(image.dtype)
+        interior = -F.max_pool2d(-covered, 3, stride=1, padding=1)  # the silhouette eroded by one pixel
+        points = face.screen[..., :2]
+        seen &= sample_at_pixels(interior, points)[..., 0] > 0.5
+        if skin is not None:
+            seen &= sample_at_pixels(resize_square(skin.to(image.dtype), size), points)[..., 0] >= 0.5
+        seen = seen.unsqueeze(-1).to(image.dtype)
+        colours = sample_at_pixels(resize_square(image, size), points)
+        albedo = (colours / face.shading.clamp(min=0.05)).clamp(0, 1.5)
+    return albedo * seen, seen
 
 
 class FacePipeline(nn.Module):
@@ -98,15 +111,18 @@ class FacePipeline(nn.Module):
 
     model: the morphable model; regressor: CoarseRegressor; input_size: the regressor's input side (pixels);
     fine: a fine.FineStage or None; identity_net / attribute_net: the FAID feature extractors (needed with
-    a FAID branch); use_attributes: include the attribute features in the FAID vector.
+    a FAID branch); use_attributes: include the attribute features in the FAID vector; parsing_net: when set,
+    the mesh-wise refiner reads the photo only where this net sees skin (``fine.read_skin_only``).
     """
 
     def __init__(self, model: MorphableModel, regressor: CoarseRegressor, input_size: int, fine: nn.Module | None = None,
                  identity_net: nn.Module | None = None, attribute_net: nn.Module | None = None,
-                 use_attributes: bool = True, checkpoint: str | None = None, stage: str = "coarse"):
+                 use_attributes: bool = True, checkpoint: str | None = None, stage: str = "coarse",
+                 parsing_net: nn.Module | None = None):
         super().__init__()
         self.model, self.regressor, self.input_size = model, regressor, int(input_size)
         self.fine, self.identity_net, self.attribute_net = fine, identity_net, attribute_net
+        self.parsing_net = parsing_net
         self.use_attributes, self.checkpoint, self.stage = use_attributes, checkpoint, stage
 
     @property
@@ -132,12 +148,13 @@ class FacePipeline(nn.Module):
         model = load_morphable_model(bfm or cfg.model.bfm, cfg.model.synthface_seed, cfg.model.synthface_resolution).to(device)
         regressor = CoarseRegressor(imagenet_weights=False)
         regressor.load_state_dict(payload["regressor"])
-        fine = identity_net = attribute_net = None
+        fine = identity_net = attribute_net = parsing_net = None
         if payload.get("fine") is not None:
             fine, identity_net, attribute_net = build_fine_parts(cfg, model, device)
             fine.load_state_dict(payload["fine"])
+            parsing_net = skin_reader(cfg, device)
         pipeline = cls(model, regressor, cfg.data.image_size, fine, identity_net, attribute_net,
-                       cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"))
+                       cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"), parsing_net)
         return pipeline.to(device).eval()
 
     def faid_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -150,22 +167,29 @@ class FacePipeline(nn.Module):
         return torch.cat([F.normalize(p, dim=-1) * p.shape[-1] ** 0.5 for p in parts], dim=-1)
 
     def refine(self, images: torch.Tensor, coeffs: torch.Tensor, coarse_albedo: torch.Tensor,
-               features: torch.Tensor | None = None):
-        """Run the fine stage: -> (fine.FineOutput, features). images: (B, 3, S, S); coeffs: (B, 257)."""
+               features: torch.Tensor | None = None, skin: torch.Tensor | None = None):
+        """Run the fine stage: -> (fine.FineOutput, features). images: (B, 3, S, S); coeffs: (B, 257);
+        skin: the parsing net's (B, 1, S', S') mask of images when already computed."""
         if features is None and getattr(self.fine, "use_faid", False):
             features = self.faid_features(images)
-        observed, visible = observed_vertex_albedo(self.model, images, coeffs, self.input_size)
+        if self.parsing_net is None:
+            skin = None
+        elif skin is None:
+            with torch.no_grad():
+                skin = self.parsing_net.predict_mask(resize_square(images, self.parsing_net.image_size))
+        observed, visible = observed_vertex_albedo(self.model, images, coeffs, self.input_size, skin)
         mesh_input = torch.cat([coarse_albedo, observed, visible], dim=-1)
         return self.fine(coarse_albedo, features, mesh_input=mesh_input), features
 
-    def predict(self, images: torch.Tensor, stage: str | None = None) -> Prediction:
+    def predict(self, images: torch.Tensor, stage: str | None = None, skin: torch.Tensor | None = None) -> Prediction:
         """images: (B, 3, S, S) aligned crops in [0, 1], any S -> Prediction. Call under torch.no_grad() for
-        inference; gradients flow when training. stage "coarse" skips the fine stage."""
+        inference; gradients flow when training. stage "coarse" skips the fine stage. skin: the parsing net's
+        mask of images, when the caller has it already."""
         coeffs = self.regressor(resize_square(images, self.input_size))
         coarse_albedo = compute_albedo(self.model, coeffs[:, C.TEX])
         if not self.has_fine or stage == "coarse":
             return Prediction(coeffs, coarse_albedo)
-        output, features = self.refine(images, coeffs, coarse_albedo)
+        output, features = self.refine(images, coeffs, coarse_albedo, skin=skin)
         return Prediction(coeffs, coarse_albedo, output.albedo, features)
 
     def render(self, coeffs: torch.Tensor, albedo: torch.Tensor | None, image_size: int,
@@ -205,5 +229,20 @@ def build_fine_parts(cfg, model: MorphableModel, device: torch.device | str = "c
     return fine.to(device), identity_net, attribute_net
 
 
+def skin_reader(cfg, device: torch.device | str = "cpu", net: nn.Module | None = None) -> nn.Module | None:
+    """The frozen parsing net the fine stage reads the photo through (``fine.read_skin_only``), or None.
+
+    net: an already loaded parsing net to reuse. Raises CheckpointError (one line) when it is configured but
+    its checkpoint is missing.
+    """
+    if not cfg.fine.read_skin_only:
+        return None
+    if net is None:
+        from perception.parsing import load_parsing_net
+
+        net = load_parsing_net(cfg.perception.parsing_checkpoint, device)
+    return net.eval().requires_grad_(False)
+
+
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "FacePipeline", "Prediction", "RenderedFace", "build_fine_parts",
-           "observed_vertex_albedo", "resize_square"]
+           "observed_vertex_albedo", "resize_square", "skin_reader"]

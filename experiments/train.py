@@ -37,7 +37,7 @@ from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
 from experiments.objectives.warm_start import WarmStartObjective
 from experiments.perception_nets import RenderedOnce, ensure_perception_nets
-from experiments.pipeline import FacePipeline, build_fine_parts
+from experiments.pipeline import FacePipeline, build_fine_parts, skin_reader
 from perception.attributes import load_attribute_net
 from perception.facenet import MissingWeightsError
 from perception.identity import build_identity_net
@@ -246,6 +246,7 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
             pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(
                 cfg, model, device, (identity_net, attribute_net))
             pipeline.use_attributes = cfg.fine.use_attributes
+            pipeline.parsing_net = skin_reader(cfg, device, parsing_net)
             objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, identity_net,
                                       attribute_net, parsing_net, cfg.data.image_size)
             return FineStage(objective, pipeline, cfg.fine.regressor_lr_scale, cfg.train.seed)

@@ -14,7 +14,7 @@ from experiments.config import load_config
 from experiments.loop import Distributed, StepSampler
 from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
-from experiments.pipeline import FacePipeline, build_fine_parts
+from experiments.pipeline import FacePipeline, build_fine_parts, skin_reader
 from experiments.train import train
 from perception.attributes import AttributeNet, save_attribute_net
 from perception.identity import build_identity_net
@@ -71,6 +71,7 @@ def _fine_pipeline(cfg, model, nets):
     torch.manual_seed(1)
     pipeline = FacePipeline(model, CoarseRegressor(imagenet_weights=False), SIZE)
     pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, model, nets=nets[:2])
+    pipeline.parsing_net = skin_reader(cfg, net=nets[2])
     return pipeline
 
 
@@ -85,11 +86,13 @@ def test_every_stage_two_loss_term_reaches_the_regressor_and_both_gcns(tmp_path,
     objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, SIZE)
     batch = _samples(small_model, 2)
     terms, _, _ = objective.terms(batch, step_generator(0, 1))
-    assert {"photo", "id", "att", "landmark", "reg", "correction", "rob", "sa_photo"} <= set(terms)
+    assert {"photo", "id", "att", "landmark", "reg", "correction", "rob", "sa_photo", "coarse_photo",
+            "reflectance"} <= set(terms)
     groups = {"regressor": pipeline.regressor, "mesh refiner": pipeline.fine.mesh_refiner,
               "FAID decoder": pipeline.fine.faid_decoder}
-    # The geometric auxiliaries (landmarks, coefficient prior) cannot depend on the albedo GCNs.
-    geometric = {"landmark", "reg"}
+    # The geometric auxiliaries (landmarks, coefficient prior) and stage 1's terms on the coarse render
+    # cannot depend on the albedo GCNs.
+    geometric = {"landmark", "reg", "coarse_photo", "reflectance"}
     for name, term in terms.items():
         grads = torch.autograd.grad(term, [p for g in groups.values() for p in g.parameters()],
                                     retain_graph=True, allow_unused=True)

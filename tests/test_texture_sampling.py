@@ -55,3 +55,24 @@ def test_observed_albedo_of_a_render_recovers_the_albedo_where_visible():
     error = (albedo[0, inner] - face.albedo[0, inner].clamp(0, 1.5)).abs().median()
     assert error < 0.03
     assert torch.all(albedo[0, ~visible[0, :, 0].bool()] == 0)
+
+
+def test_observed_albedo_reads_only_skin_and_not_the_silhouette_border():
+    model = build_synthface(resolution=40)
+    coeffs = _coeffs(model)
+    face = assemble_face(model, coeffs, 64)
+    image = render_mesh(face.screen, model.triangles, face.colors.clamp(0, 1), 64).image
+    _, everywhere = observed_vertex_albedo(model, image, coeffs)
+    skin = torch.ones(1, 1, 64, 64)
+    skin[..., :32] = 0  # an "occluder" over the left half of the picture
+    _, on_skin = observed_vertex_albedo(model, image, coeffs, skin=skin)
+    left = face.screen[0, :, 0] < 31
+    right = face.screen[0, :, 0] > 33
+    assert everywhere[0, left, 0].sum() > 0 and on_skin[0, left, 0].sum() == 0
+    assert torch.equal(on_skin[0, right, 0], everywhere[0, right, 0])
+    # Vertices on the silhouette would read the background: the outermost ring of the mask is never read.
+    covered = rasterize(face.screen, model.triangles, 64).mask[0]
+    rows, cols = face.screen[0, :, 1].long().clamp(0, 63), face.screen[0, :, 0].long().clamp(0, 63)
+    near_edge = torch.zeros(64, 64, dtype=torch.bool)
+    near_edge[1:-1, 1:-1] = covered[1:-1, 1:-1] & ~(covered[:-2, 1:-1] & covered[2:, 1:-1] & covered[1:-1, :-2] & covered[1:-1, 2:])
+    assert everywhere[0, near_edge[rows, cols], 0].sum() == 0

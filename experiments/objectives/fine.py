@@ -3,6 +3,8 @@
 L = 1 L_photo + 0.2 L_id + 0.005 L_att + 0.001 L_rob           (eq. 5, on the fine render)
     + sa_photo * (self-augmentation image consistency, section 3.2.3)
     + landmark + coefficient prior (Deep3D's auxiliaries, keep the geometry of stage 1)
+    + coarse_photo * stage 1's photometric loss on the coarse render (+ its albedo flatness): the fine render
+      reproduces the photo it unwraps whatever the pose, so this is what keeps the pose and light honest
     + correction_weight * mean |T_f - T|^2 (the GCNs change only what the photo supports)
 L_rob (eq. 9) is the identity + attribute loss between the input and the reconstructions of its
 re-posed (I_rot) and occluded (I_occ) re-renders, seen in the original view, and between I_rot and its
@@ -17,7 +19,7 @@ from augment.self_augmentation import PoseRanges, SelfAugmentation, SelfAugmenta
 from experiments.config import AugmentConfig, LossWeights
 from experiments.objectives.coarse import face_terms
 from experiments.pipeline import FacePipeline
-from losses import skin_mask
+from losses import albedo_flatness, photometric_loss, skin_mask
 from losses.robust import RobustWeights, robust_loss
 
 # Inside L_rob, identity and attribute terms keep eq. 5's ratio 0.2 : 0.005.
@@ -62,13 +64,20 @@ class FineObjective:
     def terms(self, batch: dict, generator: torch.Generator | None = None) -> tuple[dict, dict, dict]:
         """(terms: scalar tensors by name, their weights in eq. 5, visuals)."""
         image, w = batch["image"], self.weights
-        prediction = self.pipeline.predict(image)
-        size = image.shape[-1]
-        rendered = self.pipeline.render(prediction.coeffs, prediction.fine_albedo, size)
         with torch.no_grad():
             mask = skin_mask(self.parsing_net, image)
+        prediction = self.pipeline.predict(image, skin=mask)
+        size = image.shape[-1]
+        rendered = self.pipeline.render(prediction.coeffs, prediction.fine_albedo, size)
         terms = face_terms(self.pipeline, self.nets, w, image, prediction.coeffs, rendered, mask, batch)
         weighted = {k: getattr(w, k) for k in terms}
+        if w.coarse_photo:
+            coarse = self.pipeline.render(prediction.coeffs, None, size)
+            terms["coarse_photo"] = photometric_loss(image, coarse.image, coarse.mask * mask)
+            weighted["coarse_photo"] = w.coarse_photo
+            if w.reflectance:
+                terms["reflectance"] = albedo_flatness(coarse.geometry.albedo, self.pipeline.model.skin_mask)
+                weighted["reflectance"] = w.reflectance
         correction = (prediction.fine_albedo - prediction.coarse_albedo).pow(2).sum(-1).mean()
         terms["correction"], weighted["correction"] = correction, self.correction_weight
         augmented = None
