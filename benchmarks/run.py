@@ -9,21 +9,15 @@ import importlib
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import torch
 
+from fileio import write_text_atomically
+
 MODULES = ("render", "identity", "synthfaces", "train", "eval", "reconstruct")
 ROOT = Path(__file__).resolve().parent
 TABLE_START, TABLE_END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -71,13 +65,13 @@ def main() -> None:
                "torch": torch.__version__, "threads": torch.get_num_threads()}
     if set(args.only.split(",")) != set(MODULES):
         results = kept_results(ROOT / "results.json", set(args.only.split(","))) + results
-    atomic_write_text(ROOT / "results.json", json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
+    write_text_atomically(ROOT / "results.json", json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
     doc = ROOT.parent / "BENCHMARKS.md"
     text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{TABLE_START}\n{TABLE_END}\n"
     head, _, rest = text.partition(TABLE_START)
     _, _, tail = rest.partition(TABLE_END)
     table = f"{TABLE_START}\nMachine: {machine}\n\n{markdown_table(results)}\n{TABLE_END}"
-    atomic_write_text(doc, head + table + tail)
+    write_text_atomically(doc, head + table + tail)
     print(f"[bench] wrote {ROOT / 'results.json'} and {doc}")
 
 

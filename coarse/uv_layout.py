@@ -15,11 +15,9 @@ written atomically.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 
 from coarse.morphable_model import MorphableModel
+from fileio import write_bytes_atomically
 
 # Charts are packed for this texture side with this many texels of gutter between them (it scales
 # with the texture: 2 texels at 256, 8 at 1024); texture baking dilates into the gutters.
@@ -124,17 +123,7 @@ def _write_atomically(path: Path, layout: UVLayout) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, uv=layout.uv.numpy(), triangles=layout.triangles.numpy(), vertex_map=layout.vertex_map.numpy())
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
+    write_bytes_atomically(path, buffer.getvalue())
 
 
 def ensure_uv(model: MorphableModel, cache_dir: str | os.PathLike | None) -> UVLayout:

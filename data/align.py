@@ -22,7 +22,6 @@ p of the original photo to ``A @ p + t`` in the crop. Landmark order is MTCNN's 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 
 from coarse.coefficients import REFERENCE_IMAGE_SIZE
 from data.images import UnreadableImageError, image_to_tensor, read_rgb_image, tensor_to_image
+from fileio import write_json_atomically
 from perception.landmarks import (NUM_LANDMARKS, LandmarkPredictorUnavailableError,
                                   disagreement_with_landmarks5)
 from perception.template import TEMPLATE_LANDMARKS5
@@ -523,23 +523,6 @@ def existing_cache_path(root: str | Path) -> Path | None:
     candidates = [path for path in (Path(root) / CACHE_FILE_NAME, fallback_cache_path(root))
                   if path.is_file()]
     return max(candidates, key=lambda path: path.stat().st_mtime_ns) if candidates else None
-
-
-def write_json_atomically(path: Path, payload: Any) -> None:
-    """Write JSON to a temp file beside path, fsync, then os.replace: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
 
 
 @dataclass

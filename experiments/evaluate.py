@@ -48,7 +48,8 @@ from tqdm import tqdm
 from augment.occluders import occlude
 from coarse import coefficients as C
 from coarse.face_model import assemble_face
-from data.align import ALIGNED, AlignmentCache, write_json_atomically
+from data.align import ALIGNED, AlignmentCache
+from fileio import write_json_atomically
 from data.images import UnreadableImageError
 from data.image_folder import DatasetLayoutError, DatasetNotPreparedError
 from data.synthfaces import SynthFaces, SynthFacesConfig

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from data.align import ALIGNED, align_photo, warp_to_crop, write_json_atomically
+from data.align import ALIGNED, align_photo, warp_to_crop
+from fileio import write_json_atomically
 from data.images import UnreadableImageError, image_to_tensor, read_rgb_image
 from perception.detect import DetectorUnavailableError, FaceDetector
 from perception.facenet import MissingWeightsError

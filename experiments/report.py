@@ -17,10 +17,10 @@ import json
 import math
 import sys
 from pathlib import Path
-import os
-import tempfile
 
 import numpy as np
+
+from fileio import write_text_atomically
 
 # Table 1: the paper's columns, face region first (headline), per protocol.
 TABLE1_FIELDS = (("psnr_face_db", "PSNR (dB)"), ("ssim_face", "SSIM"))
@@ -37,21 +37,6 @@ ABLATION_FIELDS = (("psnr_face_db", "PSNR face (dB)"), ("ssim_face", "SSIM face"
                    ("albedo_error", "albedo MAE"))
 YAW_PLOT_BIN_DEG = 10.0
 OCCLUSION_PLOT_BINS = 8
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write text through a temporary file in the same folder and a rename (no half-written reports)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; reports are meant to be read
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
 
 
 def metric_label(key: str) -> str:
@@ -152,8 +137,8 @@ class Document:
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
         md, page = out_dir / "report.md", out_dir / "report.html"
-        atomic_write_text(md, self.markdown())
-        atomic_write_text(page, self.html())
+        write_text_atomically(md, self.markdown())
+        write_text_atomically(page, self.html())
         return md, page
 
 

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from data.align import write_json_atomically
+from fileio import write_json_atomically
 
 STAGE1_NAME = "stage1"
 SWEEP_CONFIG_FILE = "sweep_config.json"    # in a checkpoint folder: the hash it was trained under

@@ -38,7 +38,6 @@ import gzip
 import hashlib
 import importlib.util
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fileio import torch_save_atomically
 
 DLIB_MODEL_FILENAME = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_SIZE = 150
@@ -508,18 +509,6 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_torch_save(obj: object, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            torch.save(obj, temp_file)
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def converted_cache_path(model_path: Path, cache_dir: Path) -> Path:
     """Where the converted state dict of `model_path` lives in `cache_dir` (keyed by the file's SHA-256)."""
     return cache_dir / f"dlib_face_resnet_v{CONVERTER_VERSION}_{_file_digest(model_path)[:16]}.pt"
@@ -547,7 +536,7 @@ def load_dlib_state_dict(model_path: str | Path | None = None, cache_dir: str | 
             pass
     state = convert_dlib_network(parse_dlib_network(path), path)
     try:
-        _atomic_torch_save({"converter_version": CONVERTER_VERSION, "source": path.name, "state_dict": state},
+        torch_save_atomically({"converter_version": CONVERTER_VERSION, "source": path.name, "state_dict": state},
                            cache_file)
     except OSError as exc:
         warnings.warn(f"{cache_file}: could not cache converted dlib weights ({exc.strerror})", stacklevel=2)

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from fileio import torch_save_atomically
+
 # ImageNet statistics, applied inside the networks so callers always pass images in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,16 +34,7 @@ def resolve_device(name: str) -> torch.device:
 def save_checkpoint_atomic(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """torch.save to `path` through a temporary file and os.replace, so a crash never leaves a
     half-written checkpoint. Creates the parent folder. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
+    return torch_save_atomically(payload, path)
 
 
 def read_checkpoint(path: str | os.PathLike, expected_format: str, map_location: str | torch.device = "cpu") -> dict:

@@ -10,6 +10,7 @@ from PIL import Image
 from skimage import data
 
 import data.align as align
+import fileio.atomic
 from data.align import (ALIGNED, CACHE_FILE_NAME, CROP_SIZE, NO_FACE, TEMPLATE_LANDMARKS5,
                         UNREADABLE, AlignmentCache, AlignmentCacheError, AlignmentRecord,
                         align_image_file, align_photo, alignment_transform, apply_transform,
@@ -234,12 +235,11 @@ def test_cache_save_is_atomic_and_a_failed_write_keeps_the_old_file(tmp_path, mo
     cache.save()
     before = path.read_bytes()
 
-    def failing_dump(payload, handle, **kwargs):
-        handle.write('{"version": 1, "entr')  # half a file, then a crash
+    def failing_sync(descriptor):  # the temporary file is written, then the disk fails
         raise OSError("disk full")
 
     cache.entries["b.jpg"] = AlignmentRecord(UNREADABLE, reason="empty file")
-    monkeypatch.setattr(align.json, "dump", failing_dump)
+    monkeypatch.setattr(fileio.atomic.os, "fsync", failing_sync)
     with pytest.raises(OSError, match="disk full"):
         cache.save()
     assert path.read_bytes() == before
