@@ -1,13 +1,13 @@
 """Writing images: atomic PNG saves and contact sheets."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from fileio import write_atomically
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -21,19 +21,11 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 def save_png(image: torch.Tensor | np.ndarray | Image.Image, path: str | Path) -> Path:
     """Write a PNG atomically (temp file in the same folder, then rename). Tensors are (C, H, W) in [0, 1]."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(image, torch.Tensor):
         image = Image.fromarray(to_uint8(image))
     elif isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, lambda handle: image.save(handle, format="PNG"))
     return path
 
 
