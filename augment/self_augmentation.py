@@ -19,6 +19,10 @@ One call of `SelfAugmentation` does, for a batch of inputs I and the network's f
 The network is any callable (`Reconstruction`); this module never imports it. The losses on these
 images live in `losses.robust`.
 
+Without feedback (`SelfAugmentationConfig.feedback` False, the "w/o SA" column of Table 2) the augmented
+renders are made but not fed back: the robust loss then compares the input with I_rot and I_occ themselves,
+so it still asks the prediction to keep its identity under a new view, without the second pass.
+
 Gradients: the second pass always carries gradients into the network. With
 `SelfAugmentationConfig.detach_inputs` (default) the first pass's outputs enter the augmentation as
 constants: I_rot, I_occ and the original-view pose/light swapped in by (b) are detached, so the
@@ -75,6 +79,7 @@ class SelfAugmentationConfig:
     occluder_kinds: tuple[str, ...] = OCCLUDER_KINDS
     background_kinds: tuple[str, ...] = BACKGROUND_KINDS
     detach_inputs: bool = True
+    feedback: bool = True
 
     def __post_init__(self):
         ranges = (self.pose_ranges.yaw_deg, self.pose_ranges.pitch_deg, self.pose_ranges.roll_deg)
@@ -95,6 +100,8 @@ class SelfAugmentationConfig:
 @dataclass
 class AugmentedView:
     """One branch of the self-augmentation. Images are (B, 3, S, S) in [0, 1], masks (B, 1, S, S) in [0, 1].
+    Without feedback (`SelfAugmentationConfig.feedback` False) only image, render_mask, occluder_mask, coeffs
+    and albedo are set, and the recon_* / original_view_* fields are None.
 
     image: the augmented input fed to the second pass (I_rot or I_occ).
     render_mask: where the first-pass face is rendered in `image`.
@@ -114,13 +121,18 @@ class AugmentedView:
     occluder_mask: torch.Tensor
     coeffs: torch.Tensor
     albedo: torch.Tensor
-    recon_coeffs: torch.Tensor
-    recon_albedo: torch.Tensor
-    recon_image: torch.Tensor
-    recon_mask: torch.Tensor
-    original_view_coeffs: torch.Tensor
-    original_view_image: torch.Tensor
-    original_view_mask: torch.Tensor
+    recon_coeffs: torch.Tensor | None = None
+    recon_albedo: torch.Tensor | None = None
+    recon_image: torch.Tensor | None = None
+    recon_mask: torch.Tensor | None = None
+    original_view_coeffs: torch.Tensor | None = None
+    original_view_image: torch.Tensor | None = None
+    original_view_mask: torch.Tensor | None = None
+
+    @property
+    def fed_back(self) -> bool:
+        """True when the augmented image went through the network again (the self-augmentation proper)."""
+        return self.recon_image is not None
 
 
 @dataclass
@@ -220,7 +232,10 @@ class SelfAugmentation:
                              f"images, got {tuple(image.shape)}")
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
-        first_coeffs, first_albedo = (coeffs.detach(), albedo.detach()) if cfg.detach_inputs else (coeffs, albedo)
+        # Without feedback the augmented renders are the only thing the robust loss sees, so they must carry
+        # the gradient to the first pass whatever detach_inputs says.
+        detach = cfg.detach_inputs and cfg.feedback
+        first_coeffs, first_albedo = (coeffs.detach(), albedo.detach()) if detach else (coeffs, albedo)
         batch = image.shape[0]
         output = SelfAugmentationOutput()
         branches: list[_Branch] = []
@@ -237,6 +252,13 @@ class SelfAugmentation:
             landmarks5 = self.model.landmarks5_from_68(landmarks68.detach())
             i_occ, occ_mask = occlude(i_r, generator, landmarks5, cfg.occluder_kinds)
             branches.append(_Branch("occ", i_occ, r_mask, occ_mask, first_coeffs, image))
+
+        if not cfg.feedback:
+            for branch in branches:
+                view = AugmentedView(image=branch.image, render_mask=branch.render_mask,
+                                     occluder_mask=branch.occluder_mask, coeffs=branch.coeffs, albedo=first_albedo)
+                setattr(output, "rotated" if branch.name == "rot" else "occluded", view)
+            return output
 
         # One second pass, and one render per view kind, for both branches: a call on 2B images is cheaper
         # than two on B.

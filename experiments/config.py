@@ -134,6 +134,7 @@ class AugmentConfig:
     max_pitch_deg: float = 30.0
     max_roll_deg: float = 20.0
     detach_inputs: bool = True
+    feedback: bool = True             # False: re-render but don't feed back through the network ("w/o SA")
 
 
 @dataclass

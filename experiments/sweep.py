@@ -6,7 +6,8 @@ Variants, in the paper's column order (each is the base config plus these overri
     photo_id  photo+id          losses.att = 0, losses.rob = 0, no self-augmentation (L_rob is what uses it)
     att       +att              losses.rob = 0, no self-augmentation
     full      +att+rob (full)   the base config
-    no_sa     w/o SA            augment.pose = augment.occlusion = false
+    no_sa     w/o SA            augment.feedback = false: I_rot and I_occ are rendered and L_rob compares them
+                                with the input, but they are not fed back through the network
     no_fa     w/o FA            fine.use_attributes = false (the FAID vector holds identity features only)
 
 Stage 1 (warm start + coarse) does not depend on these switches' stage-2 parts, so it is trained once
@@ -61,7 +62,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("photo_id", "photo+id", {"losses": {"att": 0.0, "rob": 0.0}, **_NO_SELF_AUGMENTATION}),
     Variant("att", "+att", {"losses": {"rob": 0.0}, **_NO_SELF_AUGMENTATION}),
     Variant("full", "+att+rob (full)", {}),
-    Variant("no_sa", "w/o SA", dict(_NO_SELF_AUGMENTATION)),
+    Variant("no_sa", "w/o SA", {"augment": {"feedback": False}}),
     Variant("no_fa", "w/o FA", {"fine": {"use_attributes": False}}),
 )
 # Minutes per variant on a 2-core CPU.

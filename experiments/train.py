@@ -208,7 +208,7 @@ class FineStage:
         augmented = visuals["augmented"]
         if augmented is not None:
             for view in augmented.branches().values():
-                rows += [view.image, view.recon_image]
+                rows += [view.image, view.recon_image if view.fed_back else torch.zeros_like(view.image)]
         tiles, columns = _rows(*[r[:4].detach() for r in rows])
         return tiles, columns, "input|coarse|fine|I_rot|recon|I_occ|recon"
 

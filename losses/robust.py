@@ -18,6 +18,9 @@ from the augmented images (see augment.self_augmentation). Per branch ("rot": ra
                                     render mask. The occluder of I_occ does not matter: the target
                                     is the clean input I.
 
+Without feedback (the "w/o SA" ablation) only rob_id_<b> and rob_att_<b> remain, between I and the
+augmented render itself (I_rot, or I_occ), which carries the gradient to the first pass.
+
 Weights (`RobustWeights`) are per kind of term, shared by the branches. Inside this loss they keep
 eq. 5's relative weights L_photo : L_id : L_att = 1 : 0.2 : 0.005, scaled so id = 1:
 id 1.0, att 0.025, photo 5.0. The caller multiplies the total by the paper's outer L_rob weight
@@ -67,6 +70,10 @@ def robust_loss(identity_net, attribute_net, image: torch.Tensor, skin_mask: tor
             terms[name], kinds[name] = compute(), weight
 
     for branch, view in augmentation_output.branches().items():
+        if not view.fed_back:  # "w/o SA": the first-pass prediction re-rendered under the new view / occluder
+            add(f"rob_id_{branch}", "id", lambda: identity_loss(identity_net, image, view.image))
+            add(f"rob_att_{branch}", "att", lambda: attribute_loss(attribute_net, image, view.image))
+            continue
         original = view.original_view_image
         add(f"rob_id_{branch}", "id", lambda: identity_loss(identity_net, image, original))
         add(f"rob_att_{branch}", "att", lambda: attribute_loss(attribute_net, image, original))

@@ -141,3 +141,24 @@ def test_a_missing_perception_net_with_a_positive_weight_is_one_clear_error(scen
         robust_loss(None, scene["attribute_net"], scene["image"], scene["skin"], SelfAugmentationOutput())
     with pytest.raises(ValueError, match="attribute net"):
         robust_loss(scene["identity_net"], None, scene["image"], scene["skin"], SelfAugmentationOutput())
+
+
+def test_without_feedback_the_network_is_not_rerun_and_l_rob_compares_the_input_with_the_augmented_renders(scene):
+    """The "w/o SA" ablation: I_rot and I_occ are rendered from the first pass and compared with the input by
+    the identity and attribute nets; nothing goes through the network a second time."""
+    net = ToyReconstructor(scene["model"], scene["base"])
+    image = scene["image"]
+    coeffs, albedo = net(image)  # with gradient: without feedback the renders must carry it
+
+    def second_pass(images):
+        raise AssertionError("the network ran a second time without feedback")
+
+    config = SelfAugmentationConfig(feedback=False)  # detach_inputs stays at its default, True
+    out = SelfAugmentation(scene["model"], config, SIZE)(second_pass, image, coeffs, albedo,
+                                                         torch.Generator().manual_seed(0))
+    assert all(not view.fed_back for view in out.branches().values()) and set(out.branches()) == {"rot", "occ"}
+    total, terms = robust_loss(scene["identity_net"], scene["attribute_net"], image, scene["skin"], out)
+    assert set(terms) == {"rob_id_rot", "rob_att_rot", "rob_id_occ", "rob_att_occ"}
+    assert all(torch.isfinite(v) and v > 0 for v in terms.values())
+    grads = torch.autograd.grad(total, [p for p in net.parameters() if p.requires_grad], allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads), "L_rob without feedback trains nothing"

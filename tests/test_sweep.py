@@ -90,7 +90,7 @@ def test_variants_follow_the_papers_column_order_and_switches():
     assert [v.label for v in S.VARIANTS] == ["photo+id", "+att", "+att+rob (full)", "w/o SA", "w/o FA"]
     by_name = {v.name: v.overrides for v in S.VARIANTS}
     assert by_name["photo_id"]["losses"] == {"att": 0.0, "rob": 0.0}
-    assert by_name["no_sa"]["augment"] == {"pose": False, "occlusion": False} and by_name["full"] == {}
+    assert by_name["no_sa"] == {"augment": {"feedback": False}} and by_name["full"] == {}
     assert by_name["no_fa"] == {"fine": {"use_attributes": False}}
 
 

@@ -32,7 +32,7 @@ def self_augmentation_for(model, augment: AugmentConfig, image_size: int) -> Sel
         return None
     ranges = PoseRanges(yaw_deg=augment.max_yaw_deg, pitch_deg=augment.max_pitch_deg, roll_deg=augment.max_roll_deg)
     config = SelfAugmentationConfig(pose=augment.pose, occlusion=augment.occlusion, pose_ranges=ranges,
-                                    detach_inputs=augment.detach_inputs)
+                                    detach_inputs=augment.detach_inputs, feedback=augment.feedback)
     return SelfAugmentation(model, config, image_size)
 
 
