@@ -1,7 +1,7 @@
 """Morphable models (BFM, SynthFace), the coefficient layout, face assembly and the ResNet-50 regressor."""
 from coarse import coefficients
 from coarse.bfm import BFMFormatError, load_bfm
-from coarse.face_model import FaceGeometry, assemble_face, camera_for, compute_albedo, compute_normals, compute_shape, rotation_matrix
+from coarse.face_model import FaceGeometry, assemble_face, camera_for, compute_albedo, compute_normals, compute_shape, facing_camera, rotation_matrix
 from coarse.morphable_model import MorphableModel, build_point_buf
 from coarse.regressor import CheckpointError, CoarseRegressor, load_deep3d_checkpoint
 

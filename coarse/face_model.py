@@ -60,6 +60,16 @@ def rigid_transform(points: torch.Tensor, rotation: torch.Tensor, translation: t
     return points @ rotation.transpose(1, 2) + translation.unsqueeze(1)
 
 
+def facing_camera(vertices: torch.Tensor, normals: torch.Tensor,
+                  camera_distance: float = C.CAMERA_DISTANCE) -> torch.Tensor:
+    """(B, N) bool: posed vertices whose normal points towards the camera at (0, 0, camera_distance).
+
+    vertices, normals: (B, N, 3) posed, world frame (FaceGeometry's).
+    """
+    camera = vertices.new_tensor([0.0, 0.0, camera_distance])
+    return ((camera - vertices) * normals).sum(-1) > 0
+
+
 @dataclass
 class FaceGeometry:
     """Everything rendering and the losses need from one coefficient batch.

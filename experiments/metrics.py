@@ -24,6 +24,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from coarse import coefficients as C
+from coarse.face_model import facing_camera
 from render.rasterizer import rasterize
 from render.texture_sampling import DEPTH_TOLERANCE, visible_vertices as seen_vertices
 
@@ -120,10 +121,8 @@ def visible_vertices(vertices: torch.Tensor, normals: torch.Tensor, screen: torc
     vertices, normals: (B, N, 3) posed, world frame; screen: (B, N, 3) u, v px and depth (FaceGeometry's);
     triangles: (F, 3); skin_mask: (N,) bool; image_size: S of the render the visibility refers to.
     """
-    camera = vertices.new_tensor([0.0, 0.0, camera_distance])
-    facing = ((camera - vertices) * normals).sum(-1) > 0
     zbuf = rasterize(screen, triangles, image_size).zbuf  # (B, S, S), 0 where empty
-    seen = seen_vertices(screen, zbuf, facing, VISIBILITY_DEPTH_TOLERANCE)
+    seen = seen_vertices(screen, zbuf, facing_camera(vertices, normals, camera_distance), VISIBILITY_DEPTH_TOLERANCE)
     return seen & skin_mask.to(vertices.device).bool()[None]
 
 

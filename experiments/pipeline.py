@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coarse import coefficients as C
-from coarse.face_model import FaceGeometry, assemble_face, compute_albedo
+from coarse.face_model import FaceGeometry, assemble_face, compute_albedo, facing_camera
 from coarse.load_model import load_morphable_model
 from coarse.morphable_model import MorphableModel
 from coarse.regressor import CoarseRegressor
@@ -91,9 +91,7 @@ def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: t
     with torch.no_grad():
         face = assemble_face(model, coeffs, size)
         fragments = rasterize(face.screen, model.triangles, size)
-        camera = face.vertices.new_tensor([0.0, 0.0, C.CAMERA_DISTANCE])
-        facing = ((camera - face.vertices) * face.normals).sum(-1) > 0
-        seen = visible_vertices(face.screen, fragments.zbuf, facing)
+        seen = visible_vertices(face.screen, fragments.zbuf, facing_camera(face.vertices, face.normals))
         covered = fragments.mask.unsqueeze(1).to(image.dtype)
         interior = -F.max_pool2d(-covered, 3, stride=1, padding=1)  # the silhouette eroded by one pixel
         points = face.screen[..., :2]

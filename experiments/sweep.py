@@ -230,16 +230,14 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
     else:
         stage1_hash = config_hash(_resolved(stage1_cfg))
         stage1_dir = checkpoint_root / STAGE1_NAME
-    if stage1_from is not None:
-        pass  # finished elsewhere
-    elif _read_hash(stage1_dir / STAGE1_DONE_FILE) == stage1_hash:
-        print(f"[sweep] stage 1: done ({stage1_dir})")
-    else:
-        print(f"[sweep] stage 1 (warm start + coarse), shared by every variant -> {stage1_dir}")
-        _claim_folder(stage1_dir, stage1_hash, None)
-        if _was_stopped(train_fn(stage1_cfg)):
-            raise SweepStopped(f"stage 1 stopped early; its checkpoint is in {stage1_dir}; rerun to resume")
-        write_json_atomically(stage1_dir / STAGE1_DONE_FILE, {"config_hash": stage1_hash})
+        if _read_hash(stage1_dir / STAGE1_DONE_FILE) == stage1_hash:
+            print(f"[sweep] stage 1: done ({stage1_dir})")
+        else:
+            print(f"[sweep] stage 1 (warm start + coarse), shared by every variant -> {stage1_dir}")
+            _claim_folder(stage1_dir, stage1_hash, None)
+            if _was_stopped(train_fn(stage1_cfg)):
+                raise SweepStopped(f"stage 1 stopped early; its checkpoint is in {stage1_dir}; rerun to resume")
+            write_json_atomically(stage1_dir / STAGE1_DONE_FILE, {"config_hash": stage1_hash})
 
     entries = {}
     for variant in variants:

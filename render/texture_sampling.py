@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from render.rasterizer import Fragments
-
 
 def sample_at_pixels(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of images at continuous pixel positions.

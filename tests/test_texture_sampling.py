@@ -4,7 +4,7 @@ import math
 import torch
 
 from coarse import coefficients as C
-from coarse.face_model import assemble_face
+from coarse.face_model import assemble_face, facing_camera
 from coarse.synthface import build_synthface
 from data.synthfaces import template_translation
 from experiments.pipeline import observed_vertex_albedo
@@ -18,6 +18,12 @@ def _coeffs(model, yaw_deg: float = 0.0) -> torch.Tensor:
     coeffs[0, C.ANGLE.start + 1] = math.radians(yaw_deg)
     coeffs[0, C.GAMMA.start] = 0.8  # red DC light: shading is not one
     return coeffs
+
+
+def _rendered(model, coeffs: torch.Tensor, size: int):
+    """(face, image): the face of coeffs and its render at size (its own lit colours, black background)."""
+    face = assemble_face(model, coeffs, size)
+    return face, render_mesh(face.screen, model.triangles, face.colors.clamp(0, 1), size).image
 
 
 def test_sample_at_pixels_reads_pixel_centres_exactly():
@@ -34,9 +40,7 @@ def test_every_vertex_of_a_dense_mesh_at_low_resolution_is_visible_when_frontal(
     model = build_synthface()
     face = assemble_face(model, _coeffs(model), 64)
     zbuf = rasterize(face.screen, model.triangles, 64).zbuf
-    camera = face.vertices.new_tensor([0.0, 0.0, C.CAMERA_DISTANCE])
-    facing = ((camera - face.vertices) * face.normals).sum(-1) > 0
-    seen = visible_vertices(face.screen, zbuf, facing)[0]
+    seen = visible_vertices(face.screen, zbuf, facing_camera(face.vertices, face.normals))[0]
     skin = model.skin_mask.bool()
     assert seen[skin].float().mean() > 0.9
     turned = assemble_face(model, _coeffs(model, 80.0), 64)
@@ -47,8 +51,7 @@ def test_every_vertex_of_a_dense_mesh_at_low_resolution_is_visible_when_frontal(
 def test_observed_albedo_of_a_render_recovers_the_albedo_where_visible():
     model = build_synthface(resolution=40)
     coeffs = _coeffs(model)
-    face = assemble_face(model, coeffs, 128)
-    image = render_mesh(face.screen, model.triangles, face.colors.clamp(0, 1), 128).image
+    face, image = _rendered(model, coeffs, 128)
     albedo, visible = observed_vertex_albedo(model, image, coeffs)
     inner = visible[0, :, 0].bool() & model.skin_mask.bool()
     assert inner.float().mean() > 0.5
@@ -60,8 +63,7 @@ def test_observed_albedo_of_a_render_recovers_the_albedo_where_visible():
 def test_observed_albedo_reads_only_skin_and_not_the_silhouette_border():
     model = build_synthface(resolution=40)
     coeffs = _coeffs(model)
-    face = assemble_face(model, coeffs, 64)
-    image = render_mesh(face.screen, model.triangles, face.colors.clamp(0, 1), 64).image
+    face, image = _rendered(model, coeffs, 64)
     _, everywhere = observed_vertex_albedo(model, image, coeffs)
     skin = torch.ones(1, 1, 64, 64)
     skin[..., :32] = 0  # an "occluder" over the left half of the picture
