@@ -97,6 +97,10 @@ class WarmStartConfig(StageConfig):
     enabled: str = "auto"             # auto | on | off
     pool_size: int = 6000             # SynthFaces train samples rendered once and reused every epoch
     landmark: float = 100.0           # weight of the 68-point landmark term
+    # Albedo (tex) and light (gamma) weigh 0.05 while the pose is being learned; from appearance_after on they
+    # weigh `appearance`, so the regressor also learns the light (the fine stage divides the photo by it).
+    appearance: float = 0.05
+    appearance_after: int = 0
 
 
 @dataclass

@@ -32,7 +32,8 @@ from coarse.regressor import CoarseRegressor, load_deep3d_checkpoint
 from fileio import write_json_atomically
 from data.synthfaces import SynthFaces, SynthFacesConfig
 from experiments.config import Config, ConfigError, load_config
-from experiments.loop import Distributed, NonFiniteLossError, run_stage, stage_checkpoint, step_batches
+from experiments.loop import (Distributed, NonFiniteLossError, read_stage_checkpoint, run_stage, stage_checkpoint,
+                              step_batches)
 from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
 from experiments.objectives.warm_start import WarmStartObjective
@@ -156,7 +157,7 @@ class RegressorStage:
         return [{"params": list(self.pipeline.regressor.parameters())}]
 
     def step(self, batch: dict, step: int):
-        return self.objective(batch)
+        return self.objective(batch, step)
 
     def preview(self, batch: dict, visuals: dict):
         image = batch["image"]
@@ -251,8 +252,10 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
     plan = []
     if warm_start_enabled(cfg):
         plan.append(("warm_start", cfg.coarse.warm_start,
-                     lambda: RegressorStage(WarmStartObjective(pipeline, cfg.coarse.warm_start.landmark), pipeline,
-                                            pool, cfg.coarse.warm_start.batch_size, device)))
+                     lambda: RegressorStage(WarmStartObjective(
+                         pipeline, cfg.coarse.warm_start.landmark, appearance=cfg.coarse.warm_start.appearance,
+                         appearance_after=cfg.coarse.warm_start.appearance_after), pipeline,
+                         pool, cfg.coarse.warm_start.batch_size, device)))
     plan.append(("coarse", cfg.coarse, lambda: RegressorStage(
         CoarseObjective(pipeline, cfg.losses, identity_net, attribute_net, parsing_net), pipeline,
         pool, cfg.coarse.batch_size, device)))
@@ -271,9 +274,13 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
 
     summary: dict = {"stages": {}}
     started = time.time()
-    for name, stage_cfg, make in plan:
-        if only and name != only:
-            continue
+    names = [name for name, _, _ in plan]
+    if only and only not in names:
+        raise ConfigError(f"--only {only}: that stage is off in this config (its stages: {', '.join(names)})")
+    for name, stage_cfg, make in plan[:names.index(only) + 1] if only else plan:
+        if only and name != only and not stage_finished(cfg, name, stage_cfg):
+            raise ConfigError(f"--only {only} starts from the {name} stage, which has not finished "
+                              f"({stage_checkpoint(cfg, name)}); run `python -m experiments.train` without --only")
         stage = make()
         result = run_stage(stage, batches(stage_cfg), stage_cfg, cfg, device, ddp)
         summary["stages"][name] = result
@@ -290,6 +297,12 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
 # summary.json's stable names -> experiments.evaluate's metric names.
 SUMMARY_METRICS = {"psnr_db": "psnr_face_db", "ssim": "ssim_face", "id_cosine": "id_cosine_dlib",
                    "landmark68_px": "landmark_error_px", "pose_deg": "pose_error_deg", "albedo_error": "albedo_error"}
+
+
+def stage_finished(cfg: Config, name: str, stage_cfg) -> bool:
+    """Whether <checkpoint_dir>/<name>.pt holds all of stage_cfg.steps (a later stage can start from it)."""
+    payload = read_stage_checkpoint(stage_checkpoint(cfg, name), torch.device("cpu"))
+    return payload is not None and int(payload["step"]) >= stage_cfg.steps
 
 
 def held_out_table(cfg: Config, device: torch.device) -> dict:

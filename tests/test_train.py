@@ -5,7 +5,7 @@ from torch import nn
 from coarse import coefficients as C
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
 from experiments import train as train_module
-from experiments.config import load_config
+from experiments.config import ConfigError, load_config
 from experiments.loop import StepSampler
 from experiments.objectives import coarse as coarse_objective_module
 from experiments.objectives.coarse import CoarseObjective
@@ -72,12 +72,34 @@ def test_training_runs_both_stages_writes_checkpoints_and_resumes(perception_che
     assert pipeline.stages == ("coarse",) and pipeline.input_size == 48
 
 
+def test_only_a_later_stage_starts_from_the_finished_earlier_one(perception_checkpoints, capsys):
+    tmp_path = perception_checkpoints
+    with pytest.raises(ConfigError, match="warm_start stage, which has not finished"):
+        train(_config(tmp_path), only="coarse")
+    summary = train(_config(tmp_path), only="warm_start")
+    assert set(summary["stages"]) == {"warm_start"} and not (tmp_path / "ck" / "coarse.pt").exists()
+    warm = torch.load(tmp_path / "ck" / "warm_start.pt", weights_only=False)["regressor"]
+    started_from = {}
+    original = CoarseObjective.__call__
+
+    def spy(self, batch, step=0):
+        started_from.setdefault("weights", {k: v.clone() for k, v in self.pipeline.regressor.state_dict().items()})
+        return original(self, batch, step)
+
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CoarseObjective, "__call__", spy)
+        summary = train(_config(tmp_path), only="coarse")
+    assert "[warm_start] done" in capsys.readouterr().out and set(summary["stages"]) == {"warm_start", "coarse"}
+    assert all(torch.equal(started_from["weights"][k], v) for k, v in warm.items())
+
+
 def test_non_finite_losses_stop_with_a_clear_error_and_keep_a_checkpoint(perception_checkpoints, monkeypatch, capsys):
     tmp_path = perception_checkpoints
     original = CoarseObjective.__call__
 
-    def poisoned(self, batch):
-        total, terms, visuals = original(self, batch)
+    def poisoned(self, batch, step=0):
+        total, terms, visuals = original(self, batch, step)
         return total * float("nan"), terms, visuals
 
     monkeypatch.setattr(CoarseObjective, "__call__", poisoned)

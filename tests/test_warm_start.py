@@ -8,7 +8,7 @@ from coarse.priors import CoefficientPrior
 from data.samples import collate_face_samples
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
 from experiments.config import load_config
-from experiments.objectives.warm_start import WarmStartObjective, coefficient_scales
+from experiments.objectives.warm_start import GROUP_WEIGHTS, WarmStartObjective, coefficient_scales
 from experiments.pipeline import FacePipeline
 from experiments.train import train
 from perception.attributes import AttributeNet, save_attribute_net
@@ -51,6 +51,25 @@ def test_warm_start_loss_is_zero_for_the_true_coefficients_and_grows_with_pose_e
     expected_angle_term = (math.radians(10) / yaw_scale) ** 2 / 3  # mean over the three angles
     assert abs(terms["coeff_angle"] - expected_angle_term) < 1e-4 * max(1.0, expected_angle_term)
     assert float(worse) > expected_angle_term and abs(terms["pose_deg"] - 10 / 3) < 1e-3
+
+
+def test_light_error_weighs_more_from_appearance_after_on():
+    data = SynthFaces("val", size=2, config=SynthFacesConfig(image_size=SIZE))
+    batch = collate_face_samples([data[0], data[1]])
+    wrong_light = batch["coeffs"].clone()
+    wrong_light[:, C.GAMMA] += 0.1
+
+    class Fixed(torch.nn.Module):
+        def forward(self, images):
+            return wrong_light
+
+    objective = WarmStartObjective(FacePipeline(data.model, Fixed(), SIZE), landmark_weight=10.0, appearance=1.0,
+                                   appearance_after=5)
+    early, terms, _ = objective(batch, step=4)
+    late, _, _ = objective(batch, step=5)
+    assert abs(terms["coeff_gamma"] - 1.0) < 1e-4  # 0.1 off in every light coefficient = one scale unit
+    assert abs(float(early) - GROUP_WEIGHTS["gamma"] * terms["coeff_gamma"]) < 1e-5  # light changes no landmark
+    assert abs(float(late) - 1.0 * terms["coeff_gamma"]) < 1e-5
 
 
 def _pose_error_deg(pipeline, samples) -> float:

@@ -66,7 +66,7 @@ class CoarseObjective:
         self.pipeline, self.weights = pipeline, weights
         self.nets, self.parsing_net = (identity_net, attribute_net), parsing_net
 
-    def __call__(self, batch: dict) -> tuple[torch.Tensor, dict, dict]:
+    def __call__(self, batch: dict, step: int = 0) -> tuple[torch.Tensor, dict, dict]:
         image, w = batch["image"], self.weights
         prediction = self.pipeline.predict(image, stage="coarse")
         rendered = self.pipeline.render(prediction.coeffs, None, image.shape[-1])

@@ -50,11 +50,19 @@ class WarmStartObjective:
 
     name = "warm_start"
 
-    def __init__(self, pipeline, landmark_weight: float, prior: CoefficientPrior = CoefficientPrior()):
+    def __init__(self, pipeline, landmark_weight: float, prior: CoefficientPrior = CoefficientPrior(),
+                 appearance: float = GROUP_WEIGHTS["tex"], appearance_after: int = 0):
         self.pipeline, self.model, self.landmark_weight = pipeline, pipeline.model, landmark_weight
+        self.appearance, self.appearance_after = appearance, appearance_after
         self.scale = coefficient_scales(prior).to(pipeline.model.device)
 
-    def __call__(self, batch: dict) -> tuple[torch.Tensor, dict, dict]:
+    def group_weights(self, step: int) -> dict[str, float]:
+        """GROUP_WEIGHTS, with tex and gamma raised to `appearance` from step `appearance_after` on."""
+        if step < self.appearance_after:
+            return GROUP_WEIGHTS
+        return {**GROUP_WEIGHTS, "tex": self.appearance, "gamma": self.appearance}
+
+    def __call__(self, batch: dict, step: int = 0) -> tuple[torch.Tensor, dict, dict]:
         coeffs = self.pipeline.predict(batch["image"], stage="coarse").coeffs
         true = batch["coeffs"]
         error = ((coeffs - true) / self.scale) ** 2
@@ -64,7 +72,8 @@ class WarmStartObjective:
         face = assemble_face(self.model, coeffs, size)
         predicted = face.landmarks - 0.5  # renderer pixels -> data's pixel-index units
         terms["landmark"] = landmark_loss(predicted, batch["landmarks68"], size)
-        total = sum(GROUP_WEIGHTS[g] * terms[f"coeff_{g}"] for g in groups) + self.landmark_weight * terms["landmark"]
+        weights = self.group_weights(step)
+        total = sum(weights[g] * terms[f"coeff_{g}"] for g in groups) + self.landmark_weight * terms["landmark"]
         with torch.no_grad():
             pose_deg = torch.rad2deg((coeffs[:, C.ANGLE] - true[:, C.ANGLE]).abs()).mean()
             landmark_px = (predicted - batch["landmarks68"]).norm(dim=-1).mean()
