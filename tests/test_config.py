@@ -1,6 +1,6 @@
 import pytest
 
-from experiments.config import Config, ConfigError, load_config
+from experiments.config import Config, ConfigError, WarmStartConfig, load_config
 
 
 def test_default_yaml_loads_into_typed_config():
@@ -13,7 +13,9 @@ def test_default_yaml_loads_into_typed_config():
 def test_overrides_apply_on_top_of_file():
     cfg = load_config("experiments/configs/default.yaml", {"coarse": {"steps": 3}, "data": {"image_size": 48}})
     assert cfg.coarse.steps == 3 and cfg.data.image_size == 48 and cfg.coarse.batch_size == 16
-    assert cfg.coarse.warm_start.steps == 1800  # untouched nested stages keep the file's values
+    # untouched nested stages keep the file's values
+    assert cfg.coarse.warm_start == load_config("experiments/configs/default.yaml").coarse.warm_start
+    assert cfg.coarse.warm_start.steps != WarmStartConfig().steps
 
 
 def test_unknown_key_and_wrong_type_give_one_line_errors(tmp_path):
