@@ -17,6 +17,17 @@ from perception.parsing import ParsingNet, save_parsing_net
 SIZE = 32
 
 
+class Fixed(torch.nn.Module):
+    """A regressor that predicts the same coefficients for every image."""
+
+    def __init__(self, coeffs):
+        super().__init__()
+        self.coeffs = coeffs
+
+    def forward(self, images):
+        return self.coeffs
+
+
 def test_coefficient_scales_are_the_prior_standard_deviations():
     prior = CoefficientPrior()
     scale = coefficient_scales(prior)
@@ -29,14 +40,6 @@ def test_coefficient_scales_are_the_prior_standard_deviations():
 def test_warm_start_loss_is_zero_for_the_true_coefficients_and_grows_with_pose_error():
     data = SynthFaces("val", size=2, config=SynthFacesConfig(image_size=SIZE))
     batch = collate_face_samples([data[0], data[1]])
-
-    class Fixed(torch.nn.Module):
-        def __init__(self, coeffs):
-            super().__init__()
-            self.coeffs = coeffs
-
-        def forward(self, images):
-            return self.coeffs
 
     def loss_of(coeffs):
         pipeline = FacePipeline(data.model, Fixed(coeffs), SIZE)
@@ -59,11 +62,7 @@ def test_light_error_weighs_more_from_appearance_after_on():
     wrong_light = batch["coeffs"].clone()
     wrong_light[:, C.GAMMA] += 0.1
 
-    class Fixed(torch.nn.Module):
-        def forward(self, images):
-            return wrong_light
-
-    objective = WarmStartObjective(FacePipeline(data.model, Fixed(), SIZE), landmark_weight=10.0, appearance=1.0,
+    objective = WarmStartObjective(FacePipeline(data.model, Fixed(wrong_light), SIZE), landmark_weight=10.0, appearance=1.0,
                                    appearance_after=5)
     early, terms, _ = objective(batch, step=4)
     late, _, _ = objective(batch, step=5)
