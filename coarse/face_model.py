@@ -70,6 +70,21 @@ def facing_camera(vertices: torch.Tensor, normals: torch.Tensor,
     return ((camera - vertices) * normals).sum(-1) > 0
 
 
+def project_landmarks(model: MorphableModel, coeffs: torch.Tensor, image_size: int) -> torch.Tensor:
+    """coeffs: (B, 257) -> (B, 68, 2) projected landmark pixels, as `assemble_face(...).landmarks`.
+
+    Assembles only the 68 landmark vertices, not the whole mesh: the supervised warm start needs nothing else
+    and spends most of its non-network time here otherwise.
+    """
+    c = C.split_coefficients(coeffs)
+    index = model.landmarks68
+    rows = (index[:, None] * 3 + torch.arange(3, device=index.device)).flatten()
+    offsets = c.id @ model.id_base[rows].T + c.exp @ model.exp_base[rows].T
+    shape = model.mean_shape[index].unsqueeze(0) + offsets.reshape(coeffs.shape[0], -1, 3)
+    vertices = rigid_transform(shape, rotation_matrix(c.angle), c.trans)
+    return camera_for(image_size).project(vertices)[..., :2]
+
+
 @dataclass
 class FaceGeometry:
     """Everything rendering and the losses need from one coefficient batch.

@@ -154,6 +154,8 @@ class TrainConfig:
     seed: int = 0
     max_bad_steps: int = 10           # consecutive non-finite losses before giving up
     eval_size: int = 128              # held-out samples in the table at the end of training
+    precision: str = "auto"           # the regressor's backbone while training: fp32 | bf16 | auto (bf16 on a
+                                      # CPU that computes it natively, else fp32); evaluation runs in fp32
 
 
 @dataclass

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from coarse.bfm import BFMFormatError
 from coarse.load_model import load_morphable_model
 from coarse.regressor import CheckpointError as RegressorCheckpointError
-from coarse.regressor import CoarseRegressor, load_deep3d_checkpoint
+from coarse.regressor import CoarseRegressor, load_deep3d_checkpoint, resolve_precision
 from fileio import write_json_atomically
 from data.synthfaces import SynthFaces, SynthFacesConfig
 from experiments.config import Config, ConfigError, load_config
@@ -214,15 +214,27 @@ class FineStage:
         return tiles, columns, "input|coarse|fine|I_rot|recon|I_occ|recon"
 
 
+def training_precision(cfg: Config, device: torch.device) -> str:
+    """train.precision resolved for `device`: "fp32" or "bf16"."""
+    try:
+        return resolve_precision(cfg.train.precision, device.type)
+    except ValueError as exc:
+        raise ConfigError(f"train.{exc}") from None
+
+
 def perception_nets(cfg: Config, device: torch.device):
+    """The frozen identity, attribute and parsing nets. The parsing net's mask (no gradient) runs at the training
+    precision; the identity and attribute nets, whose gradients train the regressor, stay in float32."""
     identity_net = build_identity_net(cfg.perception.identity_net, cfg.perception.facenet_weights, device=device).eval()
     attribute_net = load_attribute_net(cfg.perception.attributes_checkpoint, device).eval().requires_grad_(False)
     parsing_net = load_parsing_net(cfg.perception.parsing_checkpoint, device).eval().requires_grad_(False)
+    parsing_net.precision = training_precision(cfg, device)
     return identity_net, attribute_net, parsing_net
 
 
-def new_regressor(cfg: Config) -> CoarseRegressor:
-    regressor = CoarseRegressor(imagenet_weights=cfg.coarse.imagenet_weights or False)
+def new_regressor(cfg: Config, device: torch.device = torch.device("cpu")) -> CoarseRegressor:
+    regressor = CoarseRegressor(imagenet_weights=cfg.coarse.imagenet_weights or False,
+                                precision=training_precision(cfg, device))
     if cfg.coarse.deep3d_checkpoint:
         load_deep3d_checkpoint(regressor, cfg.coarse.deep3d_checkpoint)
     return regressor
@@ -242,7 +254,7 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
     pool = training_pool(cfg, model)
     model = model.to(device)
     torch.manual_seed(cfg.train.seed)  # weights must not depend on whether the pool came from the cache
-    pipeline = FacePipeline(model, new_regressor(cfg), cfg.data.image_size).to(device)
+    pipeline = FacePipeline(model, new_regressor(cfg, device), cfg.data.image_size).to(device)
     identity_net, attribute_net, parsing_net = perception_nets(cfg, device)
     workers = 0 if isinstance(pool, RenderedOnce) else cfg.data.num_workers  # in memory: nothing to overlap
 

@@ -71,6 +71,7 @@ class ParsingNet(nn.Module):
         self.encoder_name = encoder
         self.image_size = int(image_size)
         self.unet = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=NUM_CLASSES)
+        self.precision = "fp32"  # "bf16": predict_mask runs the U-Net in bfloat16 (a training-time speed-up)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, H, W) in [0, 1] -> (B, NUM_CLASSES, H, W) logits."""
@@ -90,7 +91,8 @@ class ParsingNet(nn.Module):
         No gradients flow (M is a constant weight in the loss). Call .eval() first so batch norm
         uses its running statistics.
         """
-        logits = self(images)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self(images).float()
         if hard:
             return (logits.argmax(dim=1, keepdim=True) == SKIN).to(images.dtype)
         return torch.softmax(logits, dim=1)[:, SKIN:SKIN + 1]

@@ -81,3 +81,15 @@ def test_point_buf_lists_every_adjacent_face_once():
     for v in range(5):
         listed = sorted(int(f) for f in buf[v] if f < 3)
         assert listed == [f for f in range(3) if v in tris[f].tolist()]
+
+
+def test_project_landmarks_matches_the_whole_assembly():
+    from coarse.face_model import assemble_face, project_landmarks
+    from coarse.priors import CoefficientPrior
+    from coarse.synthface import build_synthface
+
+    model = build_synthface(seed=0, resolution=25)
+    coeffs = CoefficientPrior().sample(3, torch.Generator().manual_seed(0))
+    whole = assemble_face(model, coeffs, 64).landmarks
+    assert whole.std() > 1.0  # distinct points, not one
+    assert torch.allclose(project_landmarks(model, coeffs, 64), whole, atol=1e-4)

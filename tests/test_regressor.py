@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from coarse.regressor import CheckpointError, CoarseRegressor, load_deep3d_checkpoint
+from coarse.regressor import CheckpointError, CoarseRegressor, load_deep3d_checkpoint, resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +48,26 @@ def test_missing_imagenet_weights_warns_instead_of_downloading(monkeypatch, tmp_
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.warns(UserWarning, match="random weights"):
         CoarseRegressor(imagenet_weights="auto")
+
+
+def test_bf16_backbone_matches_fp32_closely_and_returns_float32():
+    torch.manual_seed(1)
+    regressor = CoarseRegressor(imagenet_weights=False).eval()
+    for layer in regressor.final_layers:
+        torch.nn.init.normal_(layer.weight, std=0.01)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        full = regressor(images)
+        regressor.precision = "bf16"
+        half = regressor(images)
+    assert half.dtype == torch.float32
+    assert not torch.equal(half, full)  # the backbone did run in bfloat16
+    assert torch.allclose(half, full, rtol=0.05, atol=0.05 * float(full.abs().max()))
+
+
+def test_precision_auto_keeps_fp32_on_cuda_and_rejects_unknown_names():
+    assert resolve_precision("auto", "cuda") == "fp32"
+    assert resolve_precision("bf16") == "bf16"
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16")

@@ -13,7 +13,7 @@ import math
 import torch
 
 from coarse import coefficients as C
-from coarse.face_model import assemble_face
+from coarse.face_model import project_landmarks
 from coarse.priors import CoefficientPrior
 from losses import landmark_loss
 
@@ -69,8 +69,7 @@ class WarmStartObjective:
         groups = {"angle": C.ANGLE, "trans": C.TRANS, "id": C.ID, "exp": C.EXP, "tex": C.TEX, "gamma": C.GAMMA}
         terms = {f"coeff_{g}": error[:, s].mean() for g, s in groups.items()}
         size = batch["image"].shape[-1]
-        face = assemble_face(self.model, coeffs, size)
-        predicted = face.landmarks - 0.5  # renderer pixels -> data's pixel-index units
+        predicted = project_landmarks(self.model, coeffs, size) - 0.5  # renderer pixels -> data's pixel-index units
         terms["landmark"] = landmark_loss(predicted, batch["landmarks68"], size)
         weights = self.group_weights(step)
         total = sum(weights[g] * terms[f"coeff_{g}"] for g in groups) + self.landmark_weight * terms["landmark"]
