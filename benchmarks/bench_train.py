@@ -7,6 +7,8 @@ fine_step_ms: one stage-2 step (regressor + both GCNs + render + perception loss
 second pass through the whole network) at the default size, batch 8, with a breakdown; the target is
 fine_step_ms <= 4 x coarse_step_ms at the same size and batch.
 train_samples_per_s: samples a coarse step consumes per second at the default size.
+Everything runs at the default config's training precision (train.precision: bf16 where this CPU computes it
+natively); the warm-start step is also timed in fp32 beside it, so the speed-up is a same-run ratio.
 The perception nets have their trained architecture but untrained weights: speed does not depend on them.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import torch
 
 from benchmarks.timing import entry, median_ms, resnet50_fwd_ms_per_image
-from coarse.regressor import CoarseRegressor
+from coarse.regressor import CoarseRegressor, resolve_precision
 from data.samples import collate_face_samples
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
 from experiments.config import load_config
@@ -49,14 +51,16 @@ def run(quick: bool = False) -> list[dict]:
             AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=cfg.perception.attributes_train.image_size).eval().requires_grad_(False),
             ParsingNet(image_size=cfg.perception.parsing_train.image_size).eval().requires_grad_(False))
     results = []
+    precision = resolve_precision(cfg.train.precision)
+    nets[2].precision = precision  # as experiments.train sets it
     yardstick = resnet50_fwd_ms_per_image(batch_size, 224, repeats)
-    common = {"batch": batch_size, "device": "cpu", "threads": threads}
+    common = {"batch": batch_size, "device": "cpu", "threads": threads, "precision": precision}
     results.append(entry("resnet50_fwd_ms_per_image", yardstick, "ms", image_size=224, **common))
     coarse_ms = {}
     for size in sorted({cfg.data.image_size, 224}):
         data = SynthFaces("train", size=batch_size, config=SynthFacesConfig(image_size=size))
         batch = collate_face_samples([data[i] for i in range(batch_size)])
-        pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False), size)
+        pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False, precision=precision), size)
         objective = CoarseObjective(pipeline, cfg.losses, *nets)
         ms = median_ms(_step(objective, pipeline.parameters(), batch), repeats)
         coarse_ms[size] = ms
@@ -65,8 +69,15 @@ def run(quick: bool = False) -> list[dict]:
         if size == cfg.data.image_size:
             results.append(entry("train_samples_per_s", batch_size * 1e3 / ms, "samples/s", image_size=size, **common))
             warm = WarmStartObjective(pipeline, cfg.coarse.warm_start.landmark)
-            ms = median_ms(_step(warm, pipeline.parameters(), batch), repeats)
-            results.append(entry("warm_start_step_ms", ms, "ms", image_size=size, **common))
+            warm_ms = {}
+            for each in dict.fromkeys(("fp32", precision)):
+                pipeline.regressor.precision = each
+                warm_ms[each] = median_ms(_step(warm, pipeline.parameters(), batch), repeats)
+                results.append(entry("warm_start_step_ms", warm_ms[each], "ms", image_size=size, **{**common, "precision": each}))
+            pipeline.regressor.precision = precision
+            if precision != "fp32":
+                results.append(entry("warm_start_fp32_over_bf16", warm_ms["fp32"] / warm_ms[precision], "ratio",
+                                     image_size=size, **common))
             results += fine_step_entries(cfg, data, batch, nets, coarse_ms[size], repeats, common)
     return results
 
@@ -74,7 +85,7 @@ def run(quick: bool = False) -> list[dict]:
 def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, common: dict) -> list[dict]:
     """fine_step_ms and its breakdown (forward-only timings of the parts, same batch)."""
     size = batch["image"].shape[-1]
-    pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False), size)
+    pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False, precision=common["precision"]), size)
     pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, data.model)
     pipeline.parsing_net = skin_reader(cfg, net=nets[2])
     objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, size)
