@@ -9,6 +9,7 @@ means the same thing everywhere.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,12 @@ class FacePipeline(nn.Module):
         if payload.get("fine") is not None:
             fine, identity_net, attribute_net = build_fine_parts(cfg, model, device)
             fine.load_state_dict(payload["fine"])
+            trained_with = payload.get("attribute_net_sha1")
+            if attribute_net is not None and trained_with and trained_with != file_sha1(cfg.perception.attributes_checkpoint):
+                raise CheckpointError(
+                    f"{path}: its fine stage reads the features of a different attribute net than "
+                    f"{cfg.perception.attributes_checkpoint} holds now (retrained since?); restore that file, or "
+                    f"delete {Path(path).with_name('fine.pt')} and run `python -m experiments.train --only fine`")
             parsing_net = skin_reader(cfg, device)
         pipeline = cls(model, regressor, cfg.data.image_size, fine, identity_net, attribute_net,
                        cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"), parsing_net)
@@ -197,6 +204,15 @@ class FacePipeline(nn.Module):
         face = assemble_face(self.model, coeffs, image_size, albedo=albedo)
         out = render_mesh(face.screen, self.model.triangles, face.colors, image_size, background=background)
         return RenderedFace(out.image.clamp(0, 1), out.mask, face.landmarks - 0.5, face, out.fragments)
+
+
+def file_sha1(path: str | Path) -> str | None:
+    """Hex SHA-1 of a file's bytes, or None when it cannot be read. A fine checkpoint records its attribute
+    net's, because the FAID branch only makes sense with the features it was trained on."""
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 MESH_INPUT_CHANNELS = 7  # coarse albedo (3) + observed albedo (3) + visibility (1)

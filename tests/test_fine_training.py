@@ -14,7 +14,7 @@ from experiments.config import load_config
 from experiments.loop import Distributed, StepSampler
 from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
-from experiments.pipeline import FacePipeline, build_fine_parts, skin_reader
+from experiments.pipeline import CheckpointError, FacePipeline, build_fine_parts, skin_reader
 from experiments.train import train
 from perception.attributes import AttributeNet, save_attribute_net
 from perception.identity import build_identity_net
@@ -153,6 +153,12 @@ def test_resuming_stage_two_gives_the_same_next_losses(run_dir):
         assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), key
     pipeline = FacePipeline.from_checkpoint(run_dir / "b" / "last.pt")
     assert pipeline.stages == ("coarse", "fine")
+    # Retraining the attribute net afterwards would feed the FAID branch features it never saw: refused.
+    torch.manual_seed(1)
+    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=SIZE), run_dir / "attr.pt",
+                       {"epochs": _config(run_dir).perception.attributes_train.epochs})
+    with pytest.raises(CheckpointError, match="different attribute net"):
+        FacePipeline.from_checkpoint(run_dir / "b" / "last.pt")
 
 
 def _free_port() -> int:
