@@ -151,12 +151,13 @@ class FacePipeline(nn.Module):
         if payload.get("fine") is not None:
             fine, identity_net, attribute_net = build_fine_parts(cfg, model, device)
             fine.load_state_dict(payload["fine"])
-            trained_with = payload.get("attribute_net_sha1")
-            if attribute_net is not None and trained_with and trained_with != file_sha1(cfg.perception.attributes_checkpoint):
-                raise CheckpointError(
-                    f"{path}: its fine stage reads the features of a different attribute net than "
-                    f"{cfg.perception.attributes_checkpoint} holds now (retrained since?); restore that file, or "
-                    f"delete {Path(path).with_name('fine.pt')} and run `python -m experiments.train --only fine`")
+            for key, file in fine_stage_inputs(cfg).items():
+                recorded = payload.get(key)
+                if recorded and recorded != file_sha1(file):
+                    raise CheckpointError(
+                        f"{path}: its fine stage was trained with a different {file} than the one there now (retrained "
+                        f"since?); restore that file, or delete {Path(path).with_name('fine.pt')} and run "
+                        "`python -m experiments.train --only fine`")
             parsing_net = skin_reader(cfg, device)
         pipeline = cls(model, regressor, cfg.data.image_size, fine, identity_net, attribute_net,
                        cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"), parsing_net)
@@ -207,12 +208,23 @@ class FacePipeline(nn.Module):
 
 
 def file_sha1(path: str | Path) -> str | None:
-    """Hex SHA-1 of a file's bytes, or None when it cannot be read. A fine checkpoint records its attribute
-    net's, because the FAID branch only makes sense with the features it was trained on."""
+    """Hex SHA-1 of a file's bytes, or None when it cannot be read."""
     try:
         return hashlib.sha1(Path(path).read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+def fine_stage_inputs(cfg) -> dict[str, str]:
+    """The frozen nets' checkpoint files a fine stage reads at inference, under the keys its checkpoint records their
+    SHA-1 with: the FAID branch only makes sense with the attribute features it was trained on, and the mesh-wise
+    refiner with the parsing mask it read the photo through."""
+    files = {}
+    if cfg.fine.use_faid and cfg.fine.use_attributes:
+        files["attribute_net_sha1"] = cfg.perception.attributes_checkpoint
+    if cfg.fine.read_skin_only:
+        files["parsing_net_sha1"] = cfg.perception.parsing_checkpoint
+    return files
 
 
 MESH_INPUT_CHANNELS = 7  # coarse albedo (3) + observed albedo (3) + visibility (1)
@@ -259,4 +271,4 @@ def skin_reader(cfg, device: torch.device | str = "cpu", net: nn.Module | None =
 
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "FacePipeline", "Prediction", "RenderedFace", "build_fine_parts",
-           "observed_vertex_albedo", "resize_square", "skin_reader"]
+           "file_sha1", "fine_stage_inputs", "observed_vertex_albedo", "resize_square", "skin_reader"]

@@ -38,7 +38,7 @@ from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
 from experiments.objectives.warm_start import WarmStartObjective
 from experiments.perception_nets import RenderedOnce, ensure_perception_nets
-from experiments.pipeline import FacePipeline, build_fine_parts, file_sha1, skin_reader
+from experiments.pipeline import FacePipeline, build_fine_parts, file_sha1, fine_stage_inputs, skin_reader
 from perception.attributes import load_attribute_net
 from perception.facenet import MissingWeightsError
 from perception.identity import build_identity_net
@@ -294,9 +294,7 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
             raise ConfigError(f"--only {only} starts from the {name} stage, which has not finished "
                               f"({stage_checkpoint(cfg, name)}); run `python -m experiments.train` without --only")
         stage = make()
-        extra = None
-        if name == "fine" and cfg.fine.use_faid and cfg.fine.use_attributes:
-            extra = {"attribute_net_sha1": file_sha1(cfg.perception.attributes_checkpoint)}
+        extra = {key: file_sha1(file) for key, file in fine_stage_inputs(cfg).items()} if name == "fine" else None
         result = run_stage(stage, batches(stage_cfg), stage_cfg, cfg, device, ddp, extra_state=extra)
         summary["stages"][name] = result
         if result.get("stopped"):
