@@ -18,10 +18,18 @@ def camera_for(image_size: int) -> PerspectiveCamera:
     return PerspectiveCamera(focal=focal, center=center, distance=C.CAMERA_DISTANCE, image_size=image_size)
 
 
-def compute_shape(model: MorphableModel, id_coeff: torch.Tensor, exp_coeff: torch.Tensor) -> torch.Tensor:
-    """id_coeff: (B, 80), exp_coeff: (B, 64) -> (B, N, 3) S = S̄ + B_id α + B_exp β."""
-    offsets = id_coeff @ model.id_base.T + exp_coeff @ model.exp_base.T
-    return model.mean_shape.unsqueeze(0) + offsets.reshape(id_coeff.shape[0], -1, 3)
+def compute_shape(model: MorphableModel, id_coeff: torch.Tensor, exp_coeff: torch.Tensor,
+                  vertices: torch.Tensor | None = None) -> torch.Tensor:
+    """id_coeff: (B, 80), exp_coeff: (B, 64) -> (B, N, 3) S = S̄ + B_id α + B_exp β.
+
+    vertices: optional (K,) vertex indices; then only those K vertices are assembled -> (B, K, 3).
+    """
+    id_base, exp_base, mean = model.id_base, model.exp_base, model.mean_shape
+    if vertices is not None:
+        rows = (vertices[:, None] * 3 + torch.arange(3, device=vertices.device)).flatten()
+        id_base, exp_base, mean = id_base[rows], exp_base[rows], mean[vertices]
+    offsets = id_coeff @ id_base.T + exp_coeff @ exp_base.T
+    return mean.unsqueeze(0) + offsets.reshape(id_coeff.shape[0], -1, 3)
 
 
 def compute_albedo(model: MorphableModel, tex_coeff: torch.Tensor) -> torch.Tensor:
@@ -77,10 +85,7 @@ def project_landmarks(model: MorphableModel, coeffs: torch.Tensor, image_size: i
     and spends most of its non-network time here otherwise.
     """
     c = C.split_coefficients(coeffs)
-    index = model.landmarks68
-    rows = (index[:, None] * 3 + torch.arange(3, device=index.device)).flatten()
-    offsets = c.id @ model.id_base[rows].T + c.exp @ model.exp_base[rows].T
-    shape = model.mean_shape[index].unsqueeze(0) + offsets.reshape(coeffs.shape[0], -1, 3)
+    shape = compute_shape(model, c.id, c.exp, vertices=model.landmarks68)
     vertices = rigid_transform(shape, rotation_matrix(c.angle), c.trans)
     return camera_for(image_size).project(vertices)[..., :2]
 

@@ -1,6 +1,7 @@
 """ResNet-50 coefficient regressor (Deep3DFaceRecon's ReconNetWrapper layout, so its checkpoints load)."""
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def imagenet_weights_path() -> Path | None:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+@functools.lru_cache(maxsize=1)
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so bf16 convolutions are faster than fp32.
 
