@@ -86,7 +86,7 @@ def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, co
     """fine_step_ms and its breakdown (forward-only timings of the parts, same batch)."""
     size = batch["image"].shape[-1]
     pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False, precision=common["precision"]), size)
-    pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, data.model)
+    pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, data.model, nets=nets[:2])
     pipeline.parsing_net = skin_reader(cfg, net=nets[2])
     objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, size)
     generator = step_generator(0, 1)

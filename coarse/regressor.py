@@ -65,7 +65,8 @@ class CoarseRegressor(nn.Module):
 
     def __init__(self, imagenet_weights: str | Path | None | bool = "auto", precision: str = "fp32"):
         super().__init__()
-        self.precision = resolve_precision(precision)
+        resolve_precision(precision)  # rejects unknown names now; "auto" is resolved per call, for the input's device
+        self.precision = precision
         self.backbone = torchvision.models.resnet50(weights=None)
         self.backbone.fc = nn.Identity()
         self.final_layers = nn.ModuleList([nn.Conv2d(2048, k, kernel_size=1, bias=True) for k in HEAD_SIZES])
@@ -95,7 +96,8 @@ class CoarseRegressor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # bf16: the backbone's convolutions run in bfloat16 (weights stay float32), the heads in float32.
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        bf16 = resolve_precision(self.precision, images.device.type) == "bf16"
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
             features = self.backbone(images)
         features = features.float().reshape(images.shape[0], -1, 1, 1)
         return torch.cat([layer(features) for layer in self.final_layers], dim=1).flatten(1)

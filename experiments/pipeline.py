@@ -163,12 +163,17 @@ class FacePipeline(nn.Module):
                        cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"), parsing_net)
         return pipeline.to(device).eval()
 
-    def faid_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, 3, S, S) aligned crops -> (B, D) identity embedding (+ attribute features), no gradient."""
-        with torch.no_grad():
-            parts = [self.identity_net(images)]
-            if self.use_attributes and self.attribute_net is not None:
-                parts.append(self.attribute_net.features(resize_square(images, self.attribute_net.image_size)))
+    def faid_features(self, images: torch.Tensor, targets=None) -> torch.Tensor:
+        """images: (B, 3, S, S) aligned crops -> (B, D) identity embedding (+ attribute features), no gradient.
+        targets: these nets' features of images (`losses.feature_targets`), when the caller has them already."""
+        with_attributes = self.use_attributes and self.attribute_net is not None
+        if targets is not None and targets.identity is not None and (targets.attributes is not None or not with_attributes):
+            parts = [targets.identity] + ([targets.attributes] if with_attributes else [])
+        else:
+            with torch.no_grad():
+                parts = [self.identity_net(images)]
+                if with_attributes:
+                    parts.append(self.attribute_net.features(resize_square(images, self.attribute_net.image_size)))
         # Each part unit-length, then scaled by sqrt(dim) so every entry is O(1) whatever the net's scale.
         return torch.cat([F.normalize(p, dim=-1) * p.shape[-1] ** 0.5 for p in parts], dim=-1)
 
@@ -187,15 +192,19 @@ class FacePipeline(nn.Module):
         mesh_input = torch.cat([coarse_albedo, observed, visible], dim=-1)
         return self.fine(coarse_albedo, features, mesh_input=mesh_input), features
 
-    def predict(self, images: torch.Tensor, stage: str | None = None, skin: torch.Tensor | None = None) -> Prediction:
+    def predict(self, images: torch.Tensor, stage: str | None = None, skin: torch.Tensor | None = None,
+                targets=None) -> Prediction:
         """images: (B, 3, S, S) aligned crops in [0, 1], any S -> Prediction. Call under torch.no_grad() for
         inference; gradients flow when training. stage "coarse" skips the fine stage. skin: the parsing net's
-        mask of images, when the caller has it already."""
+        mask of images, and targets: the perception nets' features of images (`losses.feature_targets`), when
+        the caller has them already."""
         coeffs = self.regressor(resize_square(images, self.input_size))
         coarse_albedo = compute_albedo(self.model, coeffs[:, C.TEX])
         if not self.has_fine or stage == "coarse":
             return Prediction(coeffs, coarse_albedo)
-        output, features = self.refine(images, coeffs, coarse_albedo, skin=skin)
+        features = self.faid_features(images, targets) if targets is not None and getattr(self.fine, "use_faid", False) \
+            else None
+        output, features = self.refine(images, coeffs, coarse_albedo, features, skin=skin)
         return Prediction(coeffs, coarse_albedo, output.albedo, features)
 
     def render(self, coeffs: torch.Tensor, albedo: torch.Tensor | None, image_size: int,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from losses.perceptual import attribute_loss, identity_loss
+from losses.perceptual import FeatureTargets, attribute_loss, identity_loss
 from losses.photometric import photometric_loss
 
 
@@ -46,7 +46,8 @@ class RobustWeights:
 
 
 def robust_loss(identity_net, attribute_net, image: torch.Tensor, skin_mask: torch.Tensor, augmentation_output,
-                weights: RobustWeights = RobustWeights()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                weights: RobustWeights = RobustWeights(), targets: FeatureTargets | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted robust + self-augmentation loss.
 
     identity_net: a perception identity net (unit embeddings of aligned crops), or None when weights.id is 0.
@@ -54,6 +55,8 @@ def robust_loss(identity_net, attribute_net, image: torch.Tensor, skin_mask: tor
         weights.att is 0. Both are frozen; the target side carries no gradient.
     image: (B, 3, S, S) the input I in [0, 1]. skin_mask: (B, 1, S, S) the parsing mask M of I in [0, 1].
     augmentation_output: an augment.self_augmentation.SelfAugmentationOutput for this batch.
+    targets: the nets' features of I when the caller has them (`losses.perceptual.feature_targets`); the terms
+        against I then reuse them instead of running the nets on I again.
     Returns (total: scalar, terms: unweighted scalar tensors by name, for logging). With no branch in
     the output the total is a zero tensor and the terms are empty.
     """
@@ -61,6 +64,7 @@ def robust_loss(identity_net, attribute_net, image: torch.Tensor, skin_mask: tor
         raise ValueError("losses/robust.py: weights.id > 0 needs an identity net (or set weights.id = 0)")
     if weights.att and attribute_net is None:
         raise ValueError("losses/robust.py: weights.att > 0 needs an attribute net (or set weights.att = 0)")
+    id_target, att_target = targets if targets is not None else (None, None)
     terms: dict[str, torch.Tensor] = {}
     kinds: dict[str, float] = {}
 
@@ -71,12 +75,12 @@ def robust_loss(identity_net, attribute_net, image: torch.Tensor, skin_mask: tor
 
     for branch, view in augmentation_output.branches().items():
         if not view.fed_back:  # "w/o SA": the first-pass prediction re-rendered under the new view / occluder
-            add(f"rob_id_{branch}", "id", lambda: identity_loss(identity_net, image, view.image))
-            add(f"rob_att_{branch}", "att", lambda: attribute_loss(attribute_net, image, view.image))
+            add(f"rob_id_{branch}", "id", lambda: identity_loss(identity_net, image, view.image, id_target))
+            add(f"rob_att_{branch}", "att", lambda: attribute_loss(attribute_net, image, view.image, att_target))
             continue
         original = view.original_view_image
-        add(f"rob_id_{branch}", "id", lambda: identity_loss(identity_net, image, original))
-        add(f"rob_att_{branch}", "att", lambda: attribute_loss(attribute_net, image, original))
+        add(f"rob_id_{branch}", "id", lambda: identity_loss(identity_net, image, original, id_target))
+        add(f"rob_att_{branch}", "att", lambda: attribute_loss(attribute_net, image, original, att_target))
         add(f"sa_photo_orig_{branch}", "photo",
             lambda: photometric_loss(image, original, skin_mask * view.original_view_mask))
         if branch == "rot":

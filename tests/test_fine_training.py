@@ -107,6 +107,43 @@ def test_every_stage_two_loss_term_reaches_the_regressor_and_both_gcns(tmp_path,
                 assert reached, f"loss term {name} sends no gradient to the {group}"
 
 
+def test_sharing_the_inputs_perception_features_leaves_every_stage_two_term_unchanged(tmp_path, small_model, nets,
+                                                                                    monkeypatch):
+    """The step computes the input's identity and attribute features once and hands them to the FAID vector, L_id,
+    L_att and L_rob; each of those recomputing them itself must give the same terms and gradients."""
+    import experiments.objectives.fine as fine_objective
+    from losses import FeatureTargets
+
+    cfg = _config(tmp_path)
+    pipeline = _fine_pipeline(cfg, small_model, nets)
+    with torch.no_grad():
+        for layer in (pipeline.fine.mesh_refiner.output, pipeline.fine.faid_decoder.output):
+            layer.weight.normal_(0, 1e-2)
+    objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, SIZE)
+    batch = _samples(small_model, 2)
+    calls = []
+    for net, method in zip(nets[:2], ("forward", "features")):
+        original = getattr(net, method)
+        monkeypatch.setattr(net, method, lambda x, f=original: calls.append(x.shape[0]) or f(x))
+
+    def run():
+        calls.clear()
+        pipeline.zero_grad()
+        terms, weights, _ = objective.terms(batch, step_generator(0, 1))
+        sum(weights[k] * v for k, v in terms.items()).backward()
+        grads = torch.cat([p.grad.flatten() for p in pipeline.fine.faid_decoder.parameters() if p.grad is not None])
+        return {k: float(v.detach()) for k, v in terms.items()}, grads, len(calls)
+
+    shared, shared_grads, shared_calls = run()
+    monkeypatch.setattr(fine_objective, "feature_targets", lambda *args: FeatureTargets(None, None))
+    separate, separate_grads, separate_calls = run()
+    assert shared.keys() == separate.keys()
+    for name in shared:
+        assert shared[name] == pytest.approx(separate[name], rel=1e-5, abs=1e-7), name
+    assert torch.allclose(shared_grads, separate_grads, rtol=1e-4, atol=1e-8)
+    assert shared_calls < separate_calls  # and the nets really ran fewer times
+
+
 def test_one_hundred_stage_two_steps_lower_the_albedo_error_on_eight_samples(tmp_path, small_model, nets):
     # Self-augmentation and the perceptual terms have their own tests; photo + correction keep this one fast.
     cfg = _config(tmp_path, augment={"pose": False, "occlusion": False}, losses={"id": 0.0, "att": 0.0})

@@ -71,3 +71,25 @@ def test_precision_auto_keeps_fp32_on_cuda_and_rejects_unknown_names():
     assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16")
+
+
+def test_precision_auto_is_resolved_for_the_device_of_each_call(monkeypatch):
+    """A regressor built with "auto" decides per forward call, from the input's device: bf16 on a CPU with native
+    bfloat16, fp32 on one without (and on CUDA, by resolve_precision), not once for the CPU at construction."""
+    import coarse.regressor as regressor_module
+
+    torch.manual_seed(0)
+    regressor = CoarseRegressor(imagenet_weights=False, precision="auto").eval()
+    for layer in regressor.final_layers:
+        torch.nn.init.normal_(layer.weight, std=0.01)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        regressor.precision = "fp32"
+        full = regressor(images)
+        regressor.precision = "auto"
+        monkeypatch.setattr(regressor_module, "native_bf16", lambda: False)
+        assert torch.equal(regressor(images), full)
+        monkeypatch.setattr(regressor_module, "native_bf16", lambda: True)
+        assert not torch.equal(regressor(images), full)
+    with pytest.raises(ValueError, match="precision"):
+        CoarseRegressor(imagenet_weights=False, precision="fp16")

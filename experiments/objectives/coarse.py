@@ -10,7 +10,7 @@ import torch
 from experiments.config import LossWeights
 from experiments.pipeline import FacePipeline, RenderedFace
 from losses import (
-    albedo_flatness, attribute_loss, coefficient_regulariser, identity_loss, landmark_loss, photometric_loss, skin_mask,
+    FeatureTargets, albedo_flatness, attribute_loss, coefficient_regulariser, identity_loss, landmark_loss, photometric_loss, skin_mask,
 )
 
 
@@ -32,19 +32,22 @@ def landmark_term(predicted68: torch.Tensor, batch: dict, model, image_size: int
 
 
 def face_terms(pipeline: FacePipeline, nets, weights: LossWeights, image: torch.Tensor, coeffs: torch.Tensor,
-               rendered: RenderedFace, mask: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+               rendered: RenderedFace, mask: torch.Tensor, batch: dict, targets: FeatureTargets | None = None
+               ) -> dict[str, torch.Tensor]:
     """The per-image terms both stages share: photo, id, att, landmark, coefficient prior.
 
     nets: (identity_net, attribute_net); image: (B, 3, S, S); rendered: the render of coeffs at S;
     mask: (B, 1, S, S) the parsing mask M. Terms whose weight is 0 are not computed.
+    targets: the nets' features of image, when the caller has them already.
     """
     identity_net, attribute_net = nets
+    id_target, att_target = targets if targets is not None else (None, None)
     composite = rendered.image * rendered.mask + image * (1 - rendered.mask)
     terms = {"photo": photometric_loss(image, rendered.image, rendered.mask * mask)}
     if weights.id:
-        terms["id"] = identity_loss(identity_net, image, composite)
+        terms["id"] = identity_loss(identity_net, image, composite, id_target)
     if weights.att:
-        terms["att"] = attribute_loss(attribute_net, image, composite)
+        terms["att"] = attribute_loss(attribute_net, image, composite, att_target)
     if weights.reg:
         terms["reg"] = coefficient_regulariser(coeffs)
     landmark = landmark_term(rendered.landmarks68, batch, pipeline.model, image.shape[-1])

@@ -19,7 +19,7 @@ from augment.self_augmentation import PoseRanges, SelfAugmentation, SelfAugmenta
 from experiments.config import AugmentConfig, LossWeights
 from experiments.objectives.coarse import face_terms
 from experiments.pipeline import FacePipeline
-from losses import albedo_flatness, photometric_loss, skin_mask
+from losses import albedo_flatness, feature_targets, photometric_loss, skin_mask
 from losses.robust import RobustWeights, robust_loss
 
 # Inside L_rob, identity and attribute terms keep eq. 5's ratio 0.2 : 0.005.
@@ -66,10 +66,12 @@ class FineObjective:
         image, w = batch["image"], self.weights
         with torch.no_grad():
             mask = skin_mask(self.parsing_net, image)
-        prediction = self.pipeline.predict(image, skin=mask)
+        # The input's identity and attribute features, once: the FAID vector, L_id, L_att and L_rob all read them.
+        targets = feature_targets(*self.nets, image)
+        prediction = self.pipeline.predict(image, skin=mask, targets=targets)
         size = image.shape[-1]
         rendered = self.pipeline.render(prediction.coeffs, prediction.fine_albedo, size)
-        terms = face_terms(self.pipeline, self.nets, w, image, prediction.coeffs, rendered, mask, batch)
+        terms = face_terms(self.pipeline, self.nets, w, image, prediction.coeffs, rendered, mask, batch, targets)
         weighted = {k: getattr(w, k) for k in terms}
         if w.coarse_photo:
             coarse = self.pipeline.render(prediction.coeffs, None, size)
@@ -83,7 +85,7 @@ class FineObjective:
         augmented = None
         if self.augmentation is not None:
             augmented = self.augmentation(self.reconstruct, image, prediction.coeffs, prediction.fine_albedo, generator)
-            _, robust = robust_loss(self.nets[0], self.nets[1], image, mask, augmented, ROBUST_WEIGHTS)
+            _, robust = robust_loss(self.nets[0], self.nets[1], image, mask, augmented, ROBUST_WEIGHTS, targets)
             rob = sum(ROBUST_WEIGHTS.id * v for k, v in robust.items() if k.startswith("rob_id")) + \
                 sum(ROBUST_WEIGHTS.att * v for k, v in robust.items() if k.startswith("rob_att"))
             photo = [v for k, v in robust.items() if k.startswith("sa_photo")]
