@@ -41,7 +41,8 @@ eval-aflw: venv
 	$(PY) -m experiments.evaluate --dataset aflw2000 --root "$(AFLW_DIR)" --checkpoint $(CHECKPOINT) --config $(CONFIG) $(if $(LIMIT),--limit $(LIMIT))
 
 ablations: venv
-	$(PY) -m experiments.sweep --config $(CONFIG) $(if $(QUICK),--quick) $(if $(STAGE1),--stage1 $(STAGE1))
+	$(PY) -m experiments.sweep --config $(CONFIG) $(if $(QUICK),--quick) $(if $(STAGE1),--stage1 $(STAGE1)) \
+		$(if $(VARIANTS),--variants $(VARIANTS))
 
 reconstruct: venv
 	@test -n "$(PHOTOS)" || { echo "usage: make reconstruct PHOTOS='photo.jpg or folder' [OUT=out] [FIT=40]"; exit 2; }

@@ -1,6 +1,7 @@
 """Ablations (the paper's Table 2): train five variants on the same budget and seed, evaluate each the same way.
 
     python -m experiments.sweep [--quick] [--out reports/ablations] [--config YAML]      # make ablations [QUICK=1]
+    python -m experiments.sweep --variants full,no_sa --stage1 checkpoints/default   # VARIANTS=full,no_sa STAGE1=...
 
 Variants, in the paper's column order (each is the base config plus these overrides):
     photo_id  photo+id          losses.att = 0, losses.rob = 0, no self-augmentation (L_rob is what uses it)
@@ -194,12 +195,14 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
               base_config: str | Path | None = "experiments/configs/default.yaml",
               checkpoint_root: str | Path | None = None, log_root: str | Path | None = None,
               variants: tuple[Variant, ...] = VARIANTS, train_fn: Callable | None = None,
-              evaluate_fn: Callable | None = None, stage1_from: str | Path | None = None) -> dict:
+              evaluate_fn: Callable | None = None, stage1_from: str | Path | None = None,
+              only: tuple[str, ...] | None = None) -> dict:
     """Train (or resume, or skip) every variant, evaluate it, and write the comparison. Returns <out>/metrics.json.
 
     train_fn(cfg) -> summary dict (default experiments.train.train); evaluate_fn(cfg, checkpoint, out_dir, quick)
     -> metrics dict (default: experiments.evaluate on SynthFaces). stage1_from: a finished run's checkpoint folder
-    to take stage 1 from (see the module doc). Raises SweepStopped when training stopped early or stage1_from
+    to take stage 1 from (see the module doc). only: the names of the variants to train; the others enter the
+    comparison only when <out> already holds their finished evaluation under the same config. Raises SweepStopped when training stopped early or stage1_from
     cannot be used.
     """
     from experiments.config import load_config
@@ -239,6 +242,11 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
                 raise SweepStopped(f"stage 1 stopped early; its checkpoint is in {stage1_dir}; rerun to resume")
             write_json_atomically(stage1_dir / STAGE1_DONE_FILE, {"config_hash": stage1_hash})
 
+    if only is not None:
+        unknown = sorted(set(only) - {v.name for v in variants})
+        if unknown or not only:
+            raise SweepStopped(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; "
+                               f"choose from {', '.join(v.name for v in variants)}")
     entries = {}
     for variant in variants:
         overrides = merge(common, variant.overrides, folders(variant.name))
@@ -249,6 +257,9 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
         if metrics is not None and metrics.get("sweep", {}).get("config_hash") == digest:
             print(f"[sweep] {variant.name} ({variant.label}): finished, not retrained")
+        elif only is not None and variant.name not in only:
+            print(f"[sweep] {variant.name} ({variant.label}): not selected (--variants) and not finished; left out")
+            continue
         else:
             print(f"[sweep] {variant.name} ({variant.label}): training stage 2")
             checkpoint_dir = checkpoint_root / variant.name
@@ -295,10 +306,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint root (default checkpoints/ablations, or checkpoints/ablations_quick)")
     parser.add_argument("--stage1", default=None,
                         help="take stage 1 from this finished run's checkpoint folder (e.g. checkpoints/default)")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated subset to train, e.g. full,no_sa (default: all of "
+                             + ",".join(v.name for v in VARIANTS) + ")")
     args = parser.parse_args(argv)
     try:
         stage1 = args.stage1 or (own_finished_stage1(args.config) if args.quick else None)
-        run_sweep(args.out, args.quick, args.config, args.checkpoints, stage1_from=stage1)
+        only = tuple(n.strip() for n in args.variants.split(",") if n.strip()) if args.variants is not None else None
+        run_sweep(args.out, args.quick, args.config, args.checkpoints, stage1_from=stage1, only=only)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

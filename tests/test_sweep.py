@@ -141,3 +141,22 @@ def test_a_run_of_another_image_size_or_unfinished_is_refused_as_stage_one(tmp_p
         with pytest.raises(S.SweepStopped, match=problem):
             S.run_sweep(tmp_path / "reports", quick=True, base_config=None, checkpoint_root=tmp_path / "ck",
                         variants=VARIANTS[:1], train_fn=None, evaluate_fn=fake_evaluate, stage1_from=folder)
+
+
+def test_variants_trains_only_the_named_ones_and_keeps_finished_others_in_the_table(tmp_path):
+    training = FakeTraining()
+    first = S.run_sweep(tmp_path / "reports", quick=True, base_config=None, checkpoint_root=tmp_path / "ck",
+                        log_root=tmp_path / "runs", variants=S.VARIANTS, train_fn=training,
+                        evaluate_fn=fake_evaluate, only=("photo_id",))
+    assert list(first["variants"]) == ["photo_id"]
+    assert [name for name, _ in training.calls] == ["ablation_stage1", "ablation_photo_id"]
+
+    second = S.run_sweep(tmp_path / "reports", quick=True, base_config=None, checkpoint_root=tmp_path / "ck",
+                         log_root=tmp_path / "runs", variants=S.VARIANTS, train_fn=training,
+                         evaluate_fn=fake_evaluate, only=("no_fa",))
+    assert list(second["variants"]) == ["photo_id", "no_fa"]  # photo_id finished earlier: kept, not retrained
+    assert [name for name, _ in training.calls] == ["ablation_stage1", "ablation_photo_id", "ablation_no_fa"]
+
+    with pytest.raises(S.SweepStopped, match="unknown variant"):
+        S.run_sweep(tmp_path / "reports", quick=True, base_config=None, checkpoint_root=tmp_path / "ck",
+                    variants=S.VARIANTS, train_fn=training, evaluate_fn=fake_evaluate, only=("fulll",))
