@@ -167,7 +167,8 @@ class FacePipeline(nn.Module):
         """images: (B, 3, S, S) aligned crops -> (B, D) identity embedding (+ attribute features), no gradient.
         targets: these nets' features of images (`losses.feature_targets`), when the caller has them already."""
         with_attributes = self.use_attributes and self.attribute_net is not None
-        if targets is not None and targets.identity is not None and (targets.attributes is not None or not with_attributes):
+        if targets is not None and targets.identity is not None and (
+                targets.attributes is not None or not with_attributes):
             parts = [targets.identity] + ([targets.attributes] if with_attributes else [])
         else:
             with torch.no_grad():
@@ -202,8 +203,9 @@ class FacePipeline(nn.Module):
         coarse_albedo = compute_albedo(self.model, coeffs[:, C.TEX])
         if not self.has_fine or stage == "coarse":
             return Prediction(coeffs, coarse_albedo)
-        features = self.faid_features(images, targets) if targets is not None and getattr(self.fine, "use_faid", False) \
-            else None
+        features = None
+        if targets is not None and getattr(self.fine, "use_faid", False):
+            features = self.faid_features(images, targets)
         output, features = self.refine(images, coeffs, coarse_albedo, features, skin=skin)
         return Prediction(coeffs, coarse_albedo, output.albedo, features)
 

@@ -202,8 +202,8 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
     train_fn(cfg) -> summary dict (default experiments.train.train); evaluate_fn(cfg, checkpoint, out_dir, quick)
     -> metrics dict (default: experiments.evaluate on SynthFaces). stage1_from: a finished run's checkpoint folder
     to take stage 1 from (see the module doc). only: the names of the variants to train; the others enter the
-    comparison only when <out> already holds their finished evaluation under the same config. Raises SweepStopped when training stopped early or stage1_from
-    cannot be used.
+    comparison only when <out> already holds their finished evaluation under the same config. Raises SweepStopped
+    when training stopped early, stage1_from cannot be used, or `only` names an unknown variant.
     """
     from experiments.config import load_config
     from experiments.evaluate import git_commit, write_evaluation

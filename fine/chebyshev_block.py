@@ -57,7 +57,8 @@ class LaplacianChebConv(ChebConv):
     def __init__(self, in_channels: int, out_channels: int, K: int = 6):
         super().__init__(in_channels, out_channels, K=K, normalization="sym", bias=True)
 
-    def forward(self, x: torch.Tensor, laplacian: torch.Tensor | SparseOperator) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor,  # type: ignore[override]
+                laplacian: torch.Tensor | SparseOperator) -> torch.Tensor:
         """x: (B, N, C_in) or (N, C_in); laplacian: sparse (N, N) from ``scaled_laplacian``, or its SparseOperator.
         Returns (B, N, C_out) or (N, C_out)."""
         unbatched = x.dim() == 2

@@ -6,6 +6,7 @@ from losses.robust import RobustWeights, robust_loss
 from losses.regularisers import RegulariserWeights, albedo_flatness, coefficient_regulariser
 
 __all__ = [
-    "landmark_loss", "landmark_weights", "FeatureTargets", "feature_targets", "attribute_loss", "identity_loss", "skin_mask", "photometric_loss",
+    "landmark_loss", "landmark_weights", "FeatureTargets", "feature_targets", "attribute_loss", "identity_loss",
+    "skin_mask", "photometric_loss",
     "RegulariserWeights", "albedo_flatness", "coefficient_regulariser", "RobustWeights", "robust_loss",
 ]

@@ -10,7 +10,8 @@ import torch
 from experiments.config import LossWeights
 from experiments.pipeline import FacePipeline, RenderedFace
 from losses import (
-    FeatureTargets, albedo_flatness, attribute_loss, coefficient_regulariser, identity_loss, landmark_loss, photometric_loss, skin_mask,
+    FeatureTargets, albedo_flatness, attribute_loss, coefficient_regulariser, identity_loss, landmark_loss,
+    photometric_loss, skin_mask,
 )
 
 
