@@ -15,8 +15,6 @@ from torch import nn
 from torch_geometric.nn import ChebConv
 from torch_geometric.utils import get_laplacian
 
-from fine.mesh_graph import SparseOperator, sparse_product
-
 
 def scaled_laplacian(edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     r"""The rescaled graph Laplacian that ChebConv (normalization="sym", default lambda_max) uses.
@@ -57,9 +55,8 @@ class LaplacianChebConv(ChebConv):
     def __init__(self, in_channels: int, out_channels: int, K: int = 6):
         super().__init__(in_channels, out_channels, K=K, normalization="sym", bias=True)
 
-    def forward(self, x: torch.Tensor,  # type: ignore[override]
-                laplacian: torch.Tensor | SparseOperator) -> torch.Tensor:
-        """x: (B, N, C_in) or (N, C_in); laplacian: sparse (N, N) from ``scaled_laplacian``, or its SparseOperator.
+    def forward(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """x: (B, N, C_in) or (N, C_in); laplacian: sparse (N, N) from ``scaled_laplacian``.
         Returns (B, N, C_out) or (N, C_out)."""
         unbatched = x.dim() == 2
         if x.dtype != laplacian.dtype:  # e.g. half-precision activations under autocast
@@ -71,10 +68,10 @@ class LaplacianChebConv(ChebConv):
         t_prev = x.transpose(0, 1).reshape(n, b * c)
         out = self.lins[0](t_prev.view(n, b, c))
         if len(self.lins) > 1:
-            t_curr = sparse_product(laplacian, t_prev)
+            t_curr = torch.sparse.mm(laplacian, t_prev)
             out = out + self.lins[1](t_curr.view(n, b, c))
             for lin in self.lins[2:]:
-                t_next = 2.0 * sparse_product(laplacian, t_curr) - t_prev
+                t_next = 2.0 * torch.sparse.mm(laplacian, t_curr) - t_prev
                 out = out + lin(t_next.view(n, b, c))
                 t_prev, t_curr = t_curr, t_next
         out = (out + self.bias).transpose(0, 1)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from fine.chebyshev_block import ChebResidualBlock, scaled_laplacian
-from fine.mesh_graph import MeshHierarchy, SparseOperator, resample
+from fine.mesh_graph import MeshHierarchy, resample
 
 FUSIONS = ("average", "learned")
 
@@ -43,7 +43,6 @@ class _LevelOperators(nn.Module):
                              f"but the hierarchy has {hierarchy.num_levels}; build it with more factors "
                              f"or pass fewer channels")
         self.num_vertices = list(hierarchy.num_vertices[:num_levels])
-        self._operators: dict[tuple, SparseOperator] = {}
         for level in range(num_levels):
             laplacian = scaled_laplacian(hierarchy.edge_index[level].cpu(), self.num_vertices[level])
             self._store(f"laplacian{level}", laplacian)
@@ -57,16 +56,10 @@ class _LevelOperators(nn.Module):
         self.register_buffer(f"{name}_values", matrix.values().float(), persistent=False)
         setattr(self, f"_{name}_size", tuple(matrix.shape))
 
-    def _matrix(self, name: str) -> SparseOperator:
-        values = getattr(self, f"{name}_values")
-        # Converted once per storage: .to(), .double() and the like make new buffers, hence a new key.
-        key = (name, values.data_ptr(), values.dtype, values.device)
-        if key not in self._operators:
-            self._operators = {k: v for k, v in self._operators.items() if k[0] != name}
-            self._operators[key] = SparseOperator(torch.sparse_coo_tensor(
-                getattr(self, f"{name}_indices"), values, getattr(self, f"_{name}_size"), is_coalesced=True,
-                check_invariants=False))  # checked once when the hierarchy was built
-        return self._operators[key]
+    def _matrix(self, name: str) -> torch.Tensor:
+        return torch.sparse_coo_tensor(getattr(self, f"{name}_indices"), getattr(self, f"{name}_values"),
+                                       getattr(self, f"_{name}_size"), is_coalesced=True,
+                                       check_invariants=False)  # checked once when the hierarchy was built
 
     def laplacian(self, level: int) -> torch.Tensor:
         """Sparse (n_level, n_level) scaled Laplacian (see ``scaled_laplacian``)."""

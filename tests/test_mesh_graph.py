@@ -136,23 +136,6 @@ def test_resampling_keeps_batch_and_channels_and_is_differentiable(hierarchy):
     torch.testing.assert_close(coarse[1], hierarchy.downsample(x[1:2], 0)[0])
 
 
-def test_sparse_operator_matches_torch_sparse_mm_forwards_and_backwards(hierarchy):
-    """The CSR operator (with its stored transpose for the backward) gives torch.sparse.mm's values and gradients,
-    for a non-square, non-symmetric matrix (the up-sampling one), in float32 and float64."""
-    for dtype in (torch.float32, torch.float64):
-        matrix = hierarchy.up[0].to(dtype)
-        operator = mesh_graph.SparseOperator(matrix)
-        x = torch.randn(matrix.shape[1], 6, dtype=dtype, requires_grad=True)
-        weights = torch.randn(matrix.shape[0], 6, dtype=dtype)
-        ours = operator @ x
-        (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
-        reference = torch.sparse.mm(matrix, x)
-        (grad_reference,) = torch.autograd.grad((reference * weights).sum(), x)
-        torch.testing.assert_close(ours, reference)
-        torch.testing.assert_close(grad_ours, grad_reference)
-        assert ours.dtype == dtype
-
-
 def _assert_same(a: MeshHierarchy, b: MeshHierarchy) -> None:
     assert a.num_vertices == b.num_vertices and a.factors == b.factors
     for name in ("edge_index", "vertices", "triangles"):
