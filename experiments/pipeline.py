@@ -22,6 +22,7 @@ from coarse.face_model import FaceGeometry, assemble_face, compute_albedo, facin
 from coarse.load_model import load_morphable_model
 from coarse.morphable_model import MorphableModel
 from coarse.regressor import CoarseRegressor
+from losses import feature_targets
 from perception.training import CheckpointError, read_checkpoint
 from render.rasterizer import rasterize, render_mesh
 from render.texture_sampling import sample_at_pixels, visible_vertices
@@ -167,23 +168,19 @@ class FacePipeline(nn.Module):
         """images: (B, 3, S, S) aligned crops -> (B, D) identity embedding (+ attribute features), no gradient.
         targets: these nets' features of images (`losses.feature_targets`), when the caller has them already."""
         with_attributes = self.use_attributes and self.attribute_net is not None
-        if targets is not None and targets.identity is not None and (
-                targets.attributes is not None or not with_attributes):
-            parts = [targets.identity] + ([targets.attributes] if with_attributes else [])
-        else:
-            with torch.no_grad():
-                parts = [self.identity_net(images)]
-                if with_attributes:
-                    parts.append(self.attribute_net.features(resize_square(images, self.attribute_net.image_size)))
+        if targets is None or targets.identity is None or (with_attributes and targets.attributes is None):
+            targets = feature_targets(self.identity_net, self.attribute_net if with_attributes else None, images)
+        parts = [targets.identity] + ([targets.attributes] if with_attributes else [])
         # Each part unit-length, then scaled by sqrt(dim) so every entry is O(1) whatever the net's scale.
         return torch.cat([F.normalize(p, dim=-1) * p.shape[-1] ** 0.5 for p in parts], dim=-1)
 
     def refine(self, images: torch.Tensor, coeffs: torch.Tensor, coarse_albedo: torch.Tensor,
-               features: torch.Tensor | None = None, skin: torch.Tensor | None = None):
+               features: torch.Tensor | None = None, skin: torch.Tensor | None = None, targets=None):
         """Run the fine stage: -> (fine.FineOutput, features). images: (B, 3, S, S); coeffs: (B, 257);
-        skin: the parsing net's (B, 1, S', S') mask of images when already computed."""
+        skin: the parsing net's (B, 1, S', S') mask of images, and targets: the perception nets' features of images
+        (`losses.feature_targets`), when already computed."""
         if features is None and getattr(self.fine, "use_faid", False):
-            features = self.faid_features(images)
+            features = self.faid_features(images, targets)
         if self.parsing_net is None:
             skin = None
         elif skin is None:
@@ -203,10 +200,7 @@ class FacePipeline(nn.Module):
         coarse_albedo = compute_albedo(self.model, coeffs[:, C.TEX])
         if not self.has_fine or stage == "coarse":
             return Prediction(coeffs, coarse_albedo)
-        features = None
-        if targets is not None and getattr(self.fine, "use_faid", False):
-            features = self.faid_features(images, targets)
-        output, features = self.refine(images, coeffs, coarse_albedo, features, skin=skin)
+        output, features = self.refine(images, coeffs, coarse_albedo, skin=skin, targets=targets)
         return Prediction(coeffs, coarse_albedo, output.albedo, features)
 
     def render(self, coeffs: torch.Tensor, albedo: torch.Tensor | None, image_size: int,
