@@ -84,6 +84,14 @@ class StageConfig:
     lr: float = 1e-4
     lr_decay: float = 0.9
     lr_decay_every: int = 1000
+    # Decay of an exponential moving average of the trained weights (0: off). When on, the stage ends on the
+    # average, so its checkpoint and the next stage use it; the raw weights stay in the checkpoint to resume.
+    ema: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema: {self.ema} is not a decay in [0, 1); 0.995 averages about the last 200 steps, "
+                              "0 turns it off")
 
 
 @dataclass
@@ -186,7 +194,10 @@ def _build(cls, values: dict, where: str):
             kwargs[name] = _build(hint, value or {}, f"{where}.{name}")
         else:
             kwargs[name] = _check_scalar(value, hint, f"{where}.{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a field's own check (__post_init__) names the field, not where it sits
+        raise ConfigError(f"{where}.{exc}") from None
 
 
 def _check_scalar(value, hint, where: str):
