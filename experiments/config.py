@@ -85,7 +85,7 @@ class StageConfig:
     lr_decay: float = 0.9
     lr_decay_every: int = 1000
     # Decay of an exponential moving average of the trained weights (0: off). When on, the stage ends on the
-    # average, so its checkpoint and the next stage use it; the raw weights stay in the checkpoint to resume.
+    # average, so its checkpoint and the next stage use it.
     ema: float = 0.0
 
     def __post_init__(self):

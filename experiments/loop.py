@@ -12,7 +12,8 @@ A stage is any object with:
     on_end()  (optional)                         called after the last step, before the final checkpoint
 
 With `ema` set in the stage's config, the loop keeps a moving average of the trained parameters and the stage
-ends on it (before on_end); the checkpoint keeps the raw weights too, so a longer run resumes from them.
+ends on it (before on_end). Checkpoints before the end hold the average beside the raw weights, so a resumed run
+averages exactly as an uninterrupted one; a finished stage that is run on (more steps) starts from the average.
 """
 from __future__ import annotations
 
@@ -227,8 +228,6 @@ def run_stage(stage: Stage, batches_from, stage_cfg: StageConfig, cfg: Config, d
     if payload is not None:
         load_modules(stage, payload)
         start = int(payload["step"])
-        if start < stage_cfg.steps and payload.get("raw") is not None:  # a finished stage run on: back to its raw weights
-            load_modules(stage, payload["raw"])
         if start < stage_cfg.steps and payload.get("optimiser"):
             base_lrs = [group["base_lr"] for group in optimiser.param_groups]
             optimiser.load_state_dict(payload["optimiser"])
@@ -243,14 +242,14 @@ def run_stage(stage: Stage, batches_from, stage_cfg: StageConfig, cfg: Config, d
         if payload is not None and payload.get("ema") is not None:
             averaging.load_state_dict(payload["ema"])
 
-    def save(step: int, raw: dict | None = None) -> None:
+    def save(step: int) -> None:
         if not ddp.is_main:
             return
         state = {"format": CHECKPOINT_FORMAT, "stage": stage.name, "step": step, "steps": stage_cfg.steps,
                  "optimiser": optimiser.state_dict(), "config": asdict(cfg), **(extra_state or {})}
         state.update({k: m.state_dict() for k, m in stage.modules().items()})
-        if averaging is not None:
-            state.update(ema=averaging.state_dict(), raw=raw)
+        if averaging is not None and step < stage_cfg.steps:  # at the end the modules hold the average already
+            state["ema"] = averaging.state_dict()
         save_checkpoint_atomic(state, path)
         save_checkpoint_atomic(state, path.with_name("last.pt"))
 
@@ -306,16 +305,14 @@ def run_stage(stage: Stage, batches_from, stage_cfg: StageConfig, cfg: Config, d
                 save_png(sheet, log_dir / "previews" / f"{stage.name}_{step:06d}.png")
                 if writer is not None:
                     writer.add_image(f"{stage.name}/{tag}", np.asarray(sheet), step, dataformats="HWC")
-            raw = None
             if step == stage_cfg.steps and averaging is not None:  # the stage ends on the averaged weights
-                raw = {k: {name: v.clone() for name, v in m.state_dict().items()} for k, m in stage.modules().items()}
                 averaging.apply()
             if step == stage_cfg.steps and hasattr(stage, "on_end"):
                 stage.on_end()
             if step % t.checkpoint_every == 0 or step == stage_cfg.steps:
-                save(step, raw)
+                save(step)
             if stop.requested:
-                save(step, raw)
+                save(step)
                 print(f"\n[{stage.name}] stopped at step {step}; checkpoint in {path}; rerun the same command to resume")
                 break
     finally:
