@@ -38,6 +38,34 @@ def test_laplacian_chebconv_matches_pyg_chebconv_unbatched_and_batched(graph):
     torch.testing.assert_close(conv(x, laplacian), reference(x, edge_index), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("K", [2, 3, 6])
+def test_a_narrowing_conv_runs_the_recursion_on_its_outputs_and_still_matches_pyg(graph, K):
+    edge_index, n = graph
+    torch.manual_seed(1)
+    reference = ChebConv(9, 4, K=K, normalization="sym")
+    torch.nn.init.normal_(reference.bias)
+    conv = LaplacianChebConv(9, 4, K=K)
+    conv.load_state_dict(reference.state_dict())
+    laplacian = scaled_laplacian(edge_index, n)
+    x = torch.randn(2, n, 9, requires_grad=True)
+    calls = []
+    original = torch.sparse.mm
+
+    def counting(a, b):
+        calls.append(b.shape[-1])
+        return original(a, b)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.sparse, "mm", counting)
+        out = conv(x, laplacian)
+    assert calls == [2 * 4] * (K - 1)  # K - 1 products on B * C_out columns, not B * C_in
+    torch.testing.assert_close(out, reference(x, edge_index), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(conv(x[1], laplacian), reference(x[1], edge_index), atol=1e-5, rtol=1e-5)
+    grad, = torch.autograd.grad(out.square().sum(), x)
+    expected, = torch.autograd.grad(reference(x, edge_index).square().sum(), x)
+    torch.testing.assert_close(grad, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_block_is_identity_at_initialisation(graph):
     edge_index, n = graph
     torch.manual_seed(0)
