@@ -75,6 +75,9 @@ class LossWeights:
     coarse_photo: float = 1.0
 
 
+BATCHNORM_MODES = ("recalibrate", "running", "frozen")
+
+
 @dataclass
 class StageConfig:
     """One optimisation stage: Adam with the paper's step decay (lr * lr_decay ** (step // lr_decay_every))."""
@@ -87,11 +90,19 @@ class StageConfig:
     # Decay of an exponential moving average of the trained weights (0: off). When on, the stage ends on the
     # average, so its checkpoint and the next stage use it.
     ema: float = 0.0
+    # The regressor's BatchNorm statistics (warm start, coarse and fine stages):
+    #   recalibrate  batch statistics while training, recomputed over 512 training images at the end;
+    #   running      batch statistics while training, PyTorch's running averages kept;
+    #   frozen       the running statistics the stage starts from, used and not updated (the affine weights
+    #                still train), so training sees the normalisation that inference uses.
+    batchnorm: str = "recalibrate"
 
     def __post_init__(self):
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"ema: {self.ema} is not a decay in [0, 1); 0.995 averages about the last 200 steps, "
                               "0 turns it off")
+        if self.batchnorm not in BATCHNORM_MODES:
+            raise ConfigError(f"batchnorm: '{self.batchnorm}' is not one of {', '.join(BATCHNORM_MODES)}")
 
 
 @dataclass

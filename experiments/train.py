@@ -131,9 +131,18 @@ def recalibrate_batchnorm(network: torch.nn.Module, dataset: Dataset, batches: i
     network.train(was_training)
 
 
+def freeze_batchnorm(network: torch.nn.Module) -> None:
+    """Put `network`'s BatchNorm layers in eval mode: they normalise with their running statistics and stop
+    updating them; their affine weights still train."""
+    for m in network.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def recalibrate_regressor(stage) -> None:
-    """recalibrate_batchnorm for a stage's regressor on its pool (512 clean training images); no pool, no-op."""
-    if stage.pool is not None:
+    """recalibrate_batchnorm for a stage's regressor on its pool (512 clean training images) when the stage's
+    batchnorm mode is "recalibrate"; no pool, no-op."""
+    if stage.batchnorm == "recalibrate" and stage.pool is not None:
         recalibrate_batchnorm(stage.pipeline.regressor, stage.pool, batches=max(1, 512 // stage.batch_size),
                               batch_size=stage.batch_size, device=stage.device)
 
@@ -143,9 +152,9 @@ class RegressorStage:
     recalibrated on `pool` so the checkpoint predicts in eval mode as well as it trained."""
 
     def __init__(self, objective, pipeline: FacePipeline, pool: Dataset | None = None, batch_size: int = 16,
-                 device: torch.device = torch.device("cpu")):
+                 device: torch.device = torch.device("cpu"), batchnorm: str = "recalibrate"):
         self.objective, self.pipeline, self.name = objective, pipeline, objective.name
-        self.pool, self.batch_size, self.device = pool, batch_size, device
+        self.pool, self.batch_size, self.device, self.batchnorm = pool, batch_size, device, batchnorm
 
     def on_end(self) -> None:
         recalibrate_regressor(self)
@@ -157,6 +166,8 @@ class RegressorStage:
         return [{"params": list(self.pipeline.regressor.parameters())}]
 
     def step(self, batch: dict, step: int):
+        if self.batchnorm == "frozen":
+            freeze_batchnorm(self.pipeline.regressor)
         return self.objective(batch, step)
 
     def preview(self, batch: dict, visuals: dict):
@@ -184,9 +195,10 @@ class FineStage:
     name = "fine"
 
     def __init__(self, objective: FineObjective, pipeline: FacePipeline, regressor_lr_scale: float, seed: int,
-                 pool: Dataset | None = None, batch_size: int = 16, device: torch.device = torch.device("cpu")):
+                 pool: Dataset | None = None, batch_size: int = 16, device: torch.device = torch.device("cpu"),
+                 batchnorm: str = "recalibrate"):
         self.objective, self.pipeline, self.lr_scale, self.seed = objective, pipeline, regressor_lr_scale, seed
-        self.pool, self.batch_size, self.device = pool, batch_size, device
+        self.pool, self.batch_size, self.device, self.batchnorm = pool, batch_size, device, batchnorm
 
     def on_end(self) -> None:
         recalibrate_regressor(self)
@@ -199,6 +211,8 @@ class FineStage:
                 {"params": list(self.pipeline.regressor.parameters()), "lr_scale": self.lr_scale}]
 
     def step(self, batch: dict, step: int):
+        if self.batchnorm == "frozen":
+            freeze_batchnorm(self.pipeline.regressor)
         return self.objective(batch, step_generator(self.seed, step))
 
     def preview(self, batch: dict, visuals: dict):
@@ -267,10 +281,10 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
                      lambda: RegressorStage(WarmStartObjective(
                          pipeline, cfg.coarse.warm_start.landmark, appearance=cfg.coarse.warm_start.appearance,
                          appearance_after=cfg.coarse.warm_start.appearance_after), pipeline,
-                         pool, cfg.coarse.warm_start.batch_size, device)))
+                         pool, cfg.coarse.warm_start.batch_size, device, cfg.coarse.warm_start.batchnorm)))
     plan.append(("coarse", cfg.coarse, lambda: RegressorStage(
         CoarseObjective(pipeline, cfg.losses, identity_net, attribute_net, parsing_net), pipeline,
-        pool, cfg.coarse.batch_size, device)))
+        pool, cfg.coarse.batch_size, device, cfg.coarse.batchnorm)))
     if cfg.fine.enabled:
         def fine_stage():
             torch.manual_seed(cfg.train.seed + 1)
@@ -281,7 +295,7 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
             objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, identity_net,
                                       attribute_net, parsing_net, cfg.data.image_size)
             return FineStage(objective, pipeline, cfg.fine.regressor_lr_scale, cfg.train.seed, pool,
-                             cfg.coarse.batch_size, device)
+                             cfg.coarse.batch_size, device, cfg.fine.batchnorm)
         plan.append(("fine", cfg.fine, fine_stage))
 
     summary: dict = {"stages": {}}

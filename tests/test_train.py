@@ -110,6 +110,34 @@ def test_non_finite_losses_stop_with_a_clear_error_and_keep_a_checkpoint(percept
     assert "non-finite losses in a row" in err and (tmp_path / "ck" / "coarse.pt").is_file()
 
 
+def _batchnorm_stats(path):
+    state = torch.load(path, weights_only=False)["regressor"]
+    return {k: v for k, v in state.items() if "running_" in k}
+
+
+def test_batchnorm_modes_recalibrate_keep_or_freeze_the_running_statistics(perception_checkpoints, monkeypatch):
+    tmp_path = perception_checkpoints
+    calls = []
+    original = train_module.recalibrate_batchnorm
+    monkeypatch.setattr(train_module, "recalibrate_batchnorm", lambda *a, **k: (calls.append(1), original(*a, **k)))
+    train(_config(tmp_path, coarse={"steps": 3, "batchnorm": "frozen",
+                                    "warm_start": {"steps": 2, "batch_size": 2, "batchnorm": "running"}}))
+    assert calls == []  # neither stage recomputes the statistics
+    warm, coarse = _batchnorm_stats(tmp_path / "ck" / "warm_start.pt"), _batchnorm_stats(tmp_path / "ck" / "coarse.pt")
+    assert all(torch.equal(warm[k], coarse[k]) for k in warm)  # frozen: three steps left them as they were
+    trained = torch.load(tmp_path / "ck" / "coarse.pt", weights_only=False)["regressor"]
+    started = torch.load(tmp_path / "ck" / "warm_start.pt", weights_only=False)["regressor"]
+    assert not torch.equal(trained["backbone.bn1.weight"], started["backbone.bn1.weight"])  # affine weights train
+    (tmp_path / "ck" / "coarse.pt").unlink()
+    train(_config(tmp_path, coarse={"steps": 3, "batchnorm": "running"}))
+    assert calls == [] and not all(torch.equal(warm[k], v) for k, v in _batchnorm_stats(tmp_path / "ck" / "coarse.pt").items())
+    (tmp_path / "ck" / "coarse.pt").unlink()
+    train(_config(tmp_path, coarse={"steps": 3, "batchnorm": "recalibrate"}))
+    assert calls == [1]
+    with pytest.raises(ConfigError, match="coarse.batchnorm: 'off' is not one of recalibrate, running, frozen"):
+        _config(tmp_path, coarse={"batchnorm": "off"})
+
+
 def test_set_overrides_parse_nested_yaml_values():
     assert overrides_from(["coarse.steps=200", "fine.use_faid=false", "name=x"]) == \
         {"coarse": {"steps": 200}, "fine": {"use_faid": False}, "name": "x"}
