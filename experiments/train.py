@@ -148,8 +148,9 @@ def recalibrate_regressor(stage) -> None:
 
 
 class RegressorStage:
-    """Warm start or coarse stage: only the regressor trains. At the end, BatchNorm statistics are
-    recalibrated on `pool` so the checkpoint predicts in eval mode as well as it trained."""
+    """Warm start or coarse stage: only the regressor trains. `batchnorm` (StageConfig.batchnorm) says which
+    BatchNorm statistics it trains with and keeps: "recalibrate" recomputes them on `pool` at the end,
+    "running" keeps the running averages, "frozen" trains with the statistics it starts from."""
 
     def __init__(self, objective, pipeline: FacePipeline, pool: Dataset | None = None, batch_size: int = 16,
                  device: torch.device = torch.device("cpu"), batchnorm: str = "recalibrate"):
@@ -186,10 +187,11 @@ class RegressorStage:
 class FineStage:
     """Stage 2: the regressor (at regressor_lr_scale) and the fine GCNs train together.
 
-    At the end the regressor's BatchNorm statistics are recalibrated on clean training images: in stage 2
-    two thirds of what passes through it are self-augmentation renders (random poses up to 90 degrees, random
-    backgrounds, occluders), which drag the running averages away from photos. Measured on 64 held-out
-    SynthFaces: landmark error 8.3 -> 6.5 px, pose 5.3 -> 4.1 degrees with the same weights.
+    Two thirds of what passes through the regressor in stage 2 are self-augmentation renders (random poses up to
+    90 degrees, random backgrounds, occluders), which drag BatchNorm's running averages away from photos. With
+    batchnorm "recalibrate" they are recomputed on clean training images at the end (measured on 64 held-out
+    SynthFaces: landmark error 8.3 -> 6.5 px, pose 5.3 -> 4.1 degrees with the same weights); "frozen" (the
+    default config) never lets them move.
     """
 
     name = "fine"
