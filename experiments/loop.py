@@ -169,11 +169,10 @@ def load_modules(stage: Stage, payload: dict) -> None:
 class WeightAverage:
     """An exponential moving average of a stage's trainable parameters (Polyak averaging).
 
-    A regressor trained from random weights with a small batch ends wherever its last noisy steps left it;
-    the average over the last ~1 / (1 - decay) steps predicts held-out faces better (600-step probes on the
-    embedded default: 68-point error 5.47 -> 5.00 px and 5.05 -> 4.21 px in the warm start, face PSNR
-    22.26 -> 22.69 dB in the coarse stage). Buffers (BatchNorm statistics) are not averaged: the regressor
-    stages recalibrate them at the end.
+    Off in the default config: the 600-step probes that favoured it (held-out 68-point error 5.47 -> 5.00 px,
+    5.05 -> 4.21 px) compared recalibrated BatchNorm statistics, whose own noise turned out larger than that (see
+    the README's BatchNorm paragraph). Buffers (BatchNorm statistics) are not averaged; a stage with batchnorm
+    "recalibrate" fits them to the averaged weights at the end.
     """
 
     def __init__(self, modules: dict[str, nn.Module], decay: float):
