@@ -139,6 +139,13 @@ def freeze_batchnorm(network: torch.nn.Module) -> None:
             m.eval()
 
 
+def freeze_regressor_batchnorm(stage) -> None:
+    """freeze_batchnorm for a stage's regressor when the stage's batchnorm mode is "frozen" (called every step:
+    the loop puts its modules in train mode when the stage starts)."""
+    if stage.batchnorm == "frozen":
+        freeze_batchnorm(stage.pipeline.regressor)
+
+
 def recalibrate_regressor(stage) -> None:
     """recalibrate_batchnorm for a stage's regressor on its pool (512 clean training images) when the stage's
     batchnorm mode is "recalibrate"; no pool, no-op."""
@@ -167,8 +174,7 @@ class RegressorStage:
         return [{"params": list(self.pipeline.regressor.parameters())}]
 
     def step(self, batch: dict, step: int):
-        if self.batchnorm == "frozen":
-            freeze_batchnorm(self.pipeline.regressor)
+        freeze_regressor_batchnorm(self)
         return self.objective(batch, step)
 
     def preview(self, batch: dict, visuals: dict):
@@ -213,8 +219,7 @@ class FineStage:
                 {"params": list(self.pipeline.regressor.parameters()), "lr_scale": self.lr_scale}]
 
     def step(self, batch: dict, step: int):
-        if self.batchnorm == "frozen":
-            freeze_batchnorm(self.pipeline.regressor)
+        freeze_regressor_batchnorm(self)
         return self.objective(batch, step_generator(self.seed, step))
 
     def preview(self, batch: dict, visuals: dict):

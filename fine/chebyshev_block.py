@@ -64,14 +64,19 @@ class LaplacianChebConv(ChebConv):
             x = x.to(laplacian.dtype)
         if unbatched:
             x = x.unsqueeze(0)
-        b, n, c = x.shape
-        if len(self.lins) > 1 and self.out_channels < c:
-            out = self._clenshaw(x.transpose(0, 1), laplacian)
-            out = (out + self.bias).transpose(0, 1)
-            return out.squeeze(0) if unbatched else out
-        # Vertex-major (N, B*C) so that each Chebyshev step is one sparse x dense product.
-        t_prev = x.transpose(0, 1).reshape(n, b * c)
-        out = self.lins[0](t_prev.view(n, b, c))
+        # Vertex-major (N, B, C) so that each Chebyshev step is one sparse x dense product over (N, B*C).
+        vertex_major = x.transpose(0, 1)
+        narrows = len(self.lins) > 1 and self.out_channels < x.shape[-1]
+        out = self._clenshaw(vertex_major, laplacian) if narrows else self._recursion(vertex_major, laplacian)
+        out = (out + self.bias).transpose(0, 1)
+        return out.squeeze(0) if unbatched else out
+
+    def _recursion(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
+        """The sum as written: T_k(L) X by the Chebyshev recursion on the inputs, each times Theta_k.
+        x: (N, B, C_in) vertex-major. Returns (N, B, C_out) without the bias."""
+        n, b, c = x.shape
+        t_prev = x.reshape(n, b * c)
+        out = self.lins[0](x)
         if len(self.lins) > 1:
             t_curr = torch.sparse.mm(laplacian, t_prev)
             out = out + self.lins[1](t_curr.view(n, b, c))
@@ -79,8 +84,7 @@ class LaplacianChebConv(ChebConv):
                 t_next = 2.0 * torch.sparse.mm(laplacian, t_curr) - t_prev
                 out = out + lin(t_next.view(n, b, c))
                 t_prev, t_curr = t_curr, t_next
-        out = (out + self.bias).transpose(0, 1)
-        return out.squeeze(0) if unbatched else out
+        return out
 
     def _clenshaw(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
         r"""The same sum, with the Chebyshev recursion run on the outputs (Clenshaw's algorithm).
