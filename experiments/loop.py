@@ -36,6 +36,7 @@ from tqdm import tqdm
 from data.samples import collate_face_samples
 from experiments.config import Config, StageConfig
 from experiments.pipeline import CHECKPOINT_FORMAT
+from fileio import link_atomically
 from perception.training import open_summary_writer, read_checkpoint, save_checkpoint_atomic
 from render.image_io import contact_sheet, save_png
 
@@ -210,7 +211,7 @@ def run_stage(stage: Stage, batches_from, stage_cfg: StageConfig, cfg: Config, d
     batches_from(start_step) -> iterable of batches for steps [start_step, stage_cfg.steps).
     extra_state: module state dicts to save alongside (e.g. the regressor in the fine stage's checkpoint
     is one of its modules already; frozen parts need nothing). Returns a summary dict.
-    Writes cfg.train.checkpoint_dir/<stage>.pt and last.pt atomically (every checkpoint_every steps, at the
+    Writes cfg.train.checkpoint_dir/<stage>.pt atomically and links last.pt to it (every checkpoint_every steps, at the
     end, on Ctrl-C / SIGTERM, and before giving up on non-finite losses).
     """
     t = cfg.train
@@ -250,7 +251,7 @@ def run_stage(stage: Stage, batches_from, stage_cfg: StageConfig, cfg: Config, d
         if averaging is not None and step < stage_cfg.steps:  # at the end the modules hold the average already
             state["ema"] = averaging.state_dict()
         save_checkpoint_atomic(state, path)
-        save_checkpoint_atomic(state, path.with_name("last.pt"))
+        link_atomically(path, path.with_name("last.pt"))  # the same file under a second name, not a second copy
 
     if start and ddp.is_main:
         print(f"[{stage.name}] resuming from {path} at step {start}")

@@ -4,8 +4,8 @@ half-written file and the previous version survives until the new one is complet
 
 This package imports nothing of ours, so every other package may use it.
 """
-from fileio.atomic import torch_save_atomically, write_atomically, write_bytes_atomically, write_json_atomically, \
-    write_text_atomically
+from fileio.atomic import link_atomically, torch_save_atomically, write_atomically, write_bytes_atomically, \
+    write_json_atomically, write_text_atomically
 
-__all__ = ["torch_save_atomically", "write_atomically", "write_bytes_atomically", "write_json_atomically",
-           "write_text_atomically"]
+__all__ = ["link_atomically", "torch_save_atomically", "write_atomically", "write_bytes_atomically",
+           "write_json_atomically", "write_text_atomically"]

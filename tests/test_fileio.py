@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import fileio.atomic
-from fileio import torch_save_atomically, write_bytes_atomically, write_json_atomically, write_text_atomically
+from fileio import link_atomically, torch_save_atomically, write_bytes_atomically, write_json_atomically, \
+    write_text_atomically
 
 
 def test_each_form_writes_its_content_and_leaves_no_temporary(tmp_path):
@@ -41,3 +42,24 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         write_text_atomically(target, "interrupted")
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_a_link_is_the_same_file_and_survives_the_source_being_replaced(tmp_path, monkeypatch):
+    stage = torch_save_atomically({"step": 1}, tmp_path / "coarse.pt")
+    link_atomically(stage, tmp_path / "last.pt")
+    assert (tmp_path / "last.pt").stat().st_ino == stage.stat().st_ino  # one copy on disk, not two
+    torch_save_atomically({"step": 2}, stage)  # a new file under the old name: the link keeps step 1 until relinked
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+    link_atomically(stage, tmp_path / "last.pt")
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coarse.pt", "last.pt"]
+
+    def no_links(*args):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(fileio.atomic.os, "link", no_links)  # e.g. a FAT or network file system: a copy instead
+    torch_save_atomically({"step": 3}, stage)
+    link_atomically(stage, tmp_path / "last.pt")
+    assert (tmp_path / "last.pt").stat().st_ino != stage.stat().st_ino
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coarse.pt", "last.pt"]
