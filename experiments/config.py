@@ -96,6 +96,9 @@ class StageConfig:
     #   frozen       the running statistics the stage starts from, used and not updated (the affine weights
     #                still train), so training sees the normalisation that inference uses.
     batchnorm: str = "recalibrate"
+    # With batchnorm "running": from this step on, the stage trains as "frozen", with the running statistics it
+    # has reached by then, so its last steps fit the weights to the normalisation inference will use. 0: never.
+    batchnorm_frozen_from: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.ema < 1.0:
@@ -103,6 +106,11 @@ class StageConfig:
                               "0 turns it off")
         if self.batchnorm not in BATCHNORM_MODES:
             raise ConfigError(f"batchnorm: '{self.batchnorm}' is not one of {', '.join(BATCHNORM_MODES)}")
+        if self.batchnorm_frozen_from < 0:
+            raise ConfigError(f"batchnorm_frozen_from: {self.batchnorm_frozen_from} is not a step; 0 never freezes")
+        if self.batchnorm_frozen_from and self.batchnorm == "recalibrate":
+            raise ConfigError("batchnorm_frozen_from: needs batchnorm 'running' (a recalibration at the end would "
+                              "replace the statistics the frozen steps trained with)")
 
 
 @dataclass

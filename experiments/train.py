@@ -139,10 +139,10 @@ def freeze_batchnorm(network: torch.nn.Module) -> None:
             m.eval()
 
 
-def freeze_regressor_batchnorm(stage) -> None:
-    """freeze_batchnorm for a stage's regressor when the stage's batchnorm mode is "frozen" (called every step:
-    the loop puts its modules in train mode when the stage starts)."""
-    if stage.batchnorm == "frozen":
+def freeze_regressor_batchnorm(stage, step: int) -> None:
+    """freeze_batchnorm for a stage's regressor when the stage's batchnorm mode is "frozen", or from step
+    `stage.frozen_from` on (called every step: the loop puts its modules in train mode when the stage starts)."""
+    if stage.batchnorm == "frozen" or 0 < stage.frozen_from <= step:
         freeze_batchnorm(stage.pipeline.regressor)
 
 
@@ -157,12 +157,14 @@ def recalibrate_regressor(stage) -> None:
 class RegressorStage:
     """Warm start or coarse stage: only the regressor trains. `batchnorm` (StageConfig.batchnorm) says which
     BatchNorm statistics it trains with and keeps: "recalibrate" recomputes them on `pool` at the end,
-    "running" keeps the running averages, "frozen" trains with the statistics it starts from."""
+    "running" keeps the running averages, "frozen" trains with the statistics it starts from; `frozen_from`
+    (StageConfig.batchnorm_frozen_from) switches "running" to "frozen" at that step."""
 
     def __init__(self, objective, pipeline: FacePipeline, pool: Dataset | None = None, batch_size: int = 16,
-                 device: torch.device = torch.device("cpu"), batchnorm: str = "recalibrate"):
+                 device: torch.device = torch.device("cpu"), batchnorm: str = "recalibrate", frozen_from: int = 0):
         self.objective, self.pipeline, self.name = objective, pipeline, objective.name
         self.pool, self.batch_size, self.device, self.batchnorm = pool, batch_size, device, batchnorm
+        self.frozen_from = frozen_from
 
     def on_end(self) -> None:
         recalibrate_regressor(self)
@@ -174,7 +176,7 @@ class RegressorStage:
         return [{"params": list(self.pipeline.regressor.parameters())}]
 
     def step(self, batch: dict, step: int):
-        freeze_regressor_batchnorm(self)
+        freeze_regressor_batchnorm(self, step)
         return self.objective(batch, step)
 
     def preview(self, batch: dict, visuals: dict):
@@ -204,9 +206,10 @@ class FineStage:
 
     def __init__(self, objective: FineObjective, pipeline: FacePipeline, regressor_lr_scale: float, seed: int,
                  pool: Dataset | None = None, batch_size: int = 16, device: torch.device = torch.device("cpu"),
-                 batchnorm: str = "recalibrate"):
+                 batchnorm: str = "recalibrate", frozen_from: int = 0):
         self.objective, self.pipeline, self.lr_scale, self.seed = objective, pipeline, regressor_lr_scale, seed
         self.pool, self.batch_size, self.device, self.batchnorm = pool, batch_size, device, batchnorm
+        self.frozen_from = frozen_from
 
     def on_end(self) -> None:
         recalibrate_regressor(self)
@@ -219,7 +222,7 @@ class FineStage:
                 {"params": list(self.pipeline.regressor.parameters()), "lr_scale": self.lr_scale}]
 
     def step(self, batch: dict, step: int):
-        freeze_regressor_batchnorm(self)
+        freeze_regressor_batchnorm(self, step)
         return self.objective(batch, step_generator(self.seed, step))
 
     def preview(self, batch: dict, visuals: dict):
@@ -288,10 +291,11 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
                      lambda: RegressorStage(WarmStartObjective(
                          pipeline, cfg.coarse.warm_start.landmark, appearance=cfg.coarse.warm_start.appearance,
                          appearance_after=cfg.coarse.warm_start.appearance_after), pipeline,
-                         pool, cfg.coarse.warm_start.batch_size, device, cfg.coarse.warm_start.batchnorm)))
+                         pool, cfg.coarse.warm_start.batch_size, device, cfg.coarse.warm_start.batchnorm,
+                         cfg.coarse.warm_start.batchnorm_frozen_from)))
     plan.append(("coarse", cfg.coarse, lambda: RegressorStage(
         CoarseObjective(pipeline, cfg.losses, identity_net, attribute_net, parsing_net), pipeline,
-        pool, cfg.coarse.batch_size, device, cfg.coarse.batchnorm)))
+        pool, cfg.coarse.batch_size, device, cfg.coarse.batchnorm, cfg.coarse.batchnorm_frozen_from)))
     if cfg.fine.enabled:
         def fine_stage():
             torch.manual_seed(cfg.train.seed + 1)
@@ -302,7 +306,7 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
             objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, identity_net,
                                       attribute_net, parsing_net, cfg.data.image_size)
             return FineStage(objective, pipeline, cfg.fine.regressor_lr_scale, cfg.train.seed, pool,
-                             cfg.coarse.batch_size, device, cfg.fine.batchnorm)
+                             cfg.coarse.batch_size, device, cfg.fine.batchnorm, cfg.fine.batchnorm_frozen_from)
         plan.append(("fine", cfg.fine, fine_stage))
 
     summary: dict = {"stages": {}}

@@ -138,6 +138,24 @@ def test_batchnorm_modes_recalibrate_keep_or_freeze_the_running_statistics(perce
         _config(tmp_path, coarse={"batchnorm": "off"})
 
 
+def test_batchnorm_frozen_from_freezes_the_running_statistics_from_that_step_on(perception_checkpoints):
+    tmp_path = perception_checkpoints
+    train(_config(tmp_path, coarse={"steps": 1, "batchnorm": "running"}))  # step 1 updates the statistics
+    after_one = _batchnorm_stats(tmp_path / "ck" / "coarse.pt")
+    saved = (tmp_path / "ck" / "coarse.pt").read_bytes()
+    train(_config(tmp_path, coarse={"steps": 3, "batchnorm": "running", "batchnorm_frozen_from": 2}))  # steps 2, 3
+    assert all(torch.equal(after_one[k], v) for k, v in _batchnorm_stats(tmp_path / "ck" / "coarse.pt").items())
+    trained = torch.load(tmp_path / "ck" / "coarse.pt", weights_only=False)
+    assert trained["step"] == 3
+    (tmp_path / "ck" / "coarse.pt").write_bytes(saved)
+    train(_config(tmp_path, coarse={"steps": 3, "batchnorm": "running", "batchnorm_frozen_from": 3}))  # step 2 moves them
+    assert not all(torch.equal(after_one[k], v) for k, v in _batchnorm_stats(tmp_path / "ck" / "coarse.pt").items())
+    with pytest.raises(ConfigError, match="coarse.batchnorm_frozen_from: needs batchnorm 'running'"):
+        _config(tmp_path, coarse={"batchnorm": "recalibrate", "batchnorm_frozen_from": 5})
+    with pytest.raises(ConfigError, match="coarse.batchnorm_frozen_from: -1 is not a step"):
+        _config(tmp_path, coarse={"batchnorm": "running", "batchnorm_frozen_from": -1})
+
+
 def test_set_overrides_parse_nested_yaml_values():
     assert overrides_from(["coarse.steps=200", "fine.use_faid=false", "name=x"]) == \
         {"coarse": {"steps": 200}, "fine": {"use_faid": False}, "name": "x"}
