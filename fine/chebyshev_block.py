@@ -11,6 +11,7 @@ forward + backward of one conv takes about 0.05 s of CPU time against 0.25 s for
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import ChebConv
 from torch_geometric.utils import get_laplacian
@@ -72,19 +73,20 @@ class LaplacianChebConv(ChebConv):
         return out.squeeze(0) if unbatched else out
 
     def _recursion(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
-        """The sum as written: T_k(L) X by the Chebyshev recursion on the inputs, each times Theta_k.
-        x: (N, B, C_in) vertex-major. Returns (N, B, C_out) without the bias."""
+        """The sum as written: T_k(L) X by the Chebyshev recursion on the inputs, times Theta_k.
+        x: (N, B, C_in) vertex-major. Returns (N, B, C_out) without the bias.
+
+        The K products with Theta_k are one matrix product of [T_0 X | ... | T_{K-1} X] with the Theta_k stacked:
+        one large GEMM instead of K small ones and K - 1 additions (both GCNs, forward + backward: 1.5x faster).
+        """
         n, b, c = x.shape
-        t_prev = x.reshape(n, b * c)
-        out = self.lins[0](x)
+        terms = [x.reshape(n, b * c)]
         if len(self.lins) > 1:
-            t_curr = torch.sparse.mm(laplacian, t_prev)
-            out = out + self.lins[1](t_curr.view(n, b, c))
-            for lin in self.lins[2:]:
-                t_next = 2.0 * torch.sparse.mm(laplacian, t_curr) - t_prev
-                out = out + lin(t_next.view(n, b, c))
-                t_prev, t_curr = t_curr, t_next
-        return out
+            terms.append(torch.sparse.mm(laplacian, terms[0]))
+            for _ in self.lins[2:]:
+                terms.append(2.0 * torch.sparse.mm(laplacian, terms[-1]) - terms[-2])
+        stacked = torch.cat([t.view(n, b, c) for t in terms], dim=-1)
+        return F.linear(stacked, torch.cat([lin.weight for lin in self.lins], dim=1))
 
     def _clenshaw(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
         r"""The same sum, with the Chebyshev recursion run on the outputs (Clenshaw's algorithm).
@@ -94,11 +96,13 @@ class LaplacianChebConv(ChebConv):
             \sum_k T_k(\hat{L}) Y_k = Y_0 + \hat{L} b_1 - b_2
 
         K - 1 sparse products either way, but on C_out columns per sample instead of C_in: cheaper when a conv
-        narrows (the refiners' decoder convs read the up-sampled and the skip features together).
+        narrows (the refiners' decoder convs read the up-sampled and the skip features together). The K products
+        X Theta_k are one matrix product with the Theta_k stacked.
         x: (N, B, C_in) vertex-major. Returns (N, B, C_out) without the bias.
         """
         n, b, _ = x.shape
-        ys = [lin(x).reshape(n, -1) for lin in self.lins]
+        stacked = F.linear(x, torch.cat([lin.weight for lin in self.lins], dim=0))
+        ys = [y.reshape(n, -1) for y in stacked.view(n, b, len(self.lins), self.out_channels).unbind(-2)]
         b1, b2 = ys[-1], None
         for y in reversed(ys[1:-1]):
             b0 = y + 2.0 * torch.sparse.mm(laplacian, b1)
