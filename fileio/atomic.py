@@ -17,18 +17,25 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
+    with _removed_on_failure(temporary):
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, READABLE)
         os.replace(temporary, path)
+    return path
+
+
+@contextlib.contextmanager
+def _removed_on_failure(temporary: str | os.PathLike):
+    """Delete the temporary file when the block raises (anything, Ctrl-C included), then re-raise."""
+    try:
+        yield
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    return path
 
 
 def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> Path:
@@ -64,12 +71,8 @@ def link_atomically(source: str | os.PathLike, path: str | os.PathLike) -> Path:
         os.link(source, temporary)
     except OSError:  # no hard links here (or another device): fall back to a copy
         return write_atomically(path, lambda handle: _copy_into(source, handle))
-    try:
+    with _removed_on_failure(temporary):
         os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
     return path
 
 
