@@ -211,8 +211,8 @@ def run_stage(stage: Stage, batches_from, stage_cfg: StageConfig, cfg: Config, d
     batches_from(start_step) -> iterable of batches for steps [start_step, stage_cfg.steps).
     extra_state: module state dicts to save alongside (e.g. the regressor in the fine stage's checkpoint
     is one of its modules already; frozen parts need nothing). Returns a summary dict.
-    Writes cfg.train.checkpoint_dir/<stage>.pt atomically and links last.pt to it (every checkpoint_every steps, at the
-    end, on Ctrl-C / SIGTERM, and before giving up on non-finite losses).
+    Writes cfg.train.checkpoint_dir/<stage>.pt atomically and links last.pt to it (every checkpoint_every steps,
+    at the end, on Ctrl-C / SIGTERM, and before giving up on non-finite losses).
     """
     t = cfg.train
     path = stage_checkpoint(cfg, stage.name)
