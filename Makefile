@@ -11,7 +11,7 @@ NPROC ?= 1
 CHECKPOINT ?= checkpoints/default/last.pt
 
 .PHONY: venv test train bench render-demo synthfaces-preview prepare-celeba prepare-aflw attr-net parsing-net clean \
-	eval-synth eval-celeba eval-aflw ablations reconstruct
+	eval-synth eval-celeba eval-aflw ablations reconstruct diagnose
 
 venv: $(STAMP)
 
@@ -33,6 +33,9 @@ endif
 
 eval-synth: venv
 	$(PY) -m experiments.evaluate --dataset synthfaces --checkpoint $(CHECKPOINT) --config $(CONFIG) $(if $(LIMIT),--limit $(LIMIT))
+
+diagnose: venv
+	$(PY) -m experiments.diagnose --checkpoint $(CHECKPOINT) --config $(CONFIG) $(if $(LIMIT),--limit $(LIMIT))
 
 eval-celeba: venv
 	$(PY) -m experiments.evaluate --dataset celeba --root "$(CELEBA_DIR)" --checkpoint $(CHECKPOINT) --config $(CONFIG) $(if $(LIMIT),--limit $(LIMIT))
