@@ -188,7 +188,7 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Where the held-out error comes from", "",
+    lines = ["# Where the held-out error comes from", "",
              f"checkpoint: `{result.get('checkpoint', '?')}` · SynthFaces {result.get('split', 'val')}, "
              f"first {result['samples']} faces, clean, {IMAGE_SIZE} px · gain predictor fitted on "
              f"{result.get('fit_faces', '?')} train faces · commit {result.get('commit') or '?'}", "",
