@@ -14,19 +14,9 @@ from experiments.config import load_config
 from experiments.evaluate import synthfaces_test_set
 from experiments.pipeline import CHECKPOINT_FORMAT, FacePipeline
 from perception.training import save_checkpoint_atomic
+from tests.test_warm_start import Fixed  # a regressor that predicts the same coefficients for every batch
 
 FACES = 4
-
-
-class Fixed(torch.nn.Module):
-    """A regressor that predicts the same coefficients for every batch."""
-
-    def __init__(self, coeffs):
-        super().__init__()
-        self.coeffs = coeffs
-
-    def forward(self, images):
-        return self.coeffs
 
 
 @pytest.fixture(scope="module")
