@@ -160,3 +160,33 @@ def test_variants_trains_only_the_named_ones_and_keeps_finished_others_in_the_ta
     with pytest.raises(S.SweepStopped, match="unknown variant"):
         S.run_sweep(tmp_path / "reports", quick=True, base_config=None, checkpoint_root=tmp_path / "ck",
                     variants=S.VARIANTS, train_fn=training, evaluate_fn=fake_evaluate, only=("fulll",))
+
+
+def _write_variant(folder: Path, index: list[int], psnr: list[float | None]) -> None:
+    folder.mkdir(parents=True)
+    values = {"psnr_face_db": psnr, "ssim_face": [0.5] * len(psnr)}
+    (folder / "samples.json").write_text(json.dumps({"index": index, "values": {"clean": {"fine": values}}}))
+
+
+def test_the_ablation_report_pairs_each_variant_with_full_over_the_same_faces(tmp_path):
+    from experiments.report import paired_differences, write_ablation_report
+
+    fields = {"psnr_face_db": {"mean": 20.0, "std": 1.0, "count": 4}}
+    entry = {"metrics": {"methods": ["mean_face", "coarse", "fine"], "protocols": {"clean": {"fine": fields}}}}
+    ablation = {"quick": True, "variants": {name: {"label": label, **entry} for name, label in
+                                            (("full", "full"), ("no_sa", "w/o SA"), ("att", "+att"))}}
+    (tmp_path / "metrics.json").write_text(json.dumps(ablation))
+    _write_variant(tmp_path / "full", [0, 1, 2, 3], [21.0, 22.0, 23.0, None])
+    _write_variant(tmp_path / "no_sa", [0, 1, 2, 3], [20.0, 21.5, 21.0, 30.0])
+    _write_variant(tmp_path / "att", [0, 1, 2, 5], [20.0, 20.0, 20.0, 20.0])  # other faces: not comparable
+    header, rows = paired_differences(ablation, tmp_path)
+    assert header == ["metric", "full − +att", "full − w/o SA"]
+    psnr = next(row for row in rows if row[0] == "clean: PSNR face (dB)")
+    # differences 1.0, 0.5, 2.0 (the fourth face has no value for full): mean 1.1667, sd 0.7638, se 0.441
+    assert psnr[1] == "–" and psnr[2] == "+1.17 ± 0.44"
+    ssim = next(row for row in rows if row[0] == "clean: SSIM face")
+    assert ssim[2] == "+0.000 ± 0.000"
+    write_ablation_report(tmp_path)
+    assert "Paired differences" in (tmp_path / "report.md").read_text()
+    del ablation["variants"]["full"]
+    assert paired_differences(ablation, tmp_path) is None
