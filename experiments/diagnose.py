@@ -208,8 +208,9 @@ def markdown(result: dict) -> str:
         if name in al:
             lines.append(f"| {label} | {al[name]:.4f} | {al[f'{name}_gain']:.4f} |")
     lines += [f"| oracle: true pattern, gain guessed from the face's mean colour | {al['oracle_gain_floor']:.4f} | |",
-              "", "The oracle row is a floor for the first column: no method that sees only the photo can tell the "
-              "albedo's brightness from the light's better than the photo's colour predicts it."]
+              "", "The oracle knows the true albedo's pattern and only guesses how the face's brightness splits "
+              "between albedo and light, from the face's mean colour (a log-linear law fitted on train faces). A method "
+              "that must also find the pattern is not expected to beat it: read it as a floor for the first column."]
     if "coarse" in al:
         lines.append(f"Floor / coarse: {al['oracle_gain_floor'] / al['coarse']:.2f}.")
     return "\n".join(lines) + "\n"
