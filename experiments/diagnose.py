@@ -33,6 +33,7 @@ from tqdm import tqdm
 from coarse import coefficients as C
 from coarse.face_model import assemble_face, compute_albedo
 from experiments import metrics as M
+from experiments.evaluate import git_commit, load_pipeline, paste, synthfaces_test_set
 from fileio import write_bytes_atomically, write_json_atomically, write_text_atomically
 
 GROUPS = {"pose": C.ANGLE, "translation": C.TRANS, "identity": C.ID, "expression": C.EXP, "albedo": C.TEX,
@@ -164,7 +165,7 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
             coeffs = with_true(prediction.coeffs.float(), true, groups)
             rendered = pipeline.render(coeffs, None, IMAGE_SIZE)
             landmarks[row] += M.landmark_error_px(rendered.landmarks68, batch["landmarks68"], IMAGE_SIZE).tolist()
-            pasted = (rendered.image * rendered.mask + image * (1 - rendered.mask)).clamp(0, 1)
+            pasted = paste(rendered, image)
             region = rendered.mask * batch["face_mask"] if batch.get("face_mask") is not None else rendered.mask
             psnr[row] += M.image_metrics(image, pasted, region)["psnr_face_db"].tolist()
         visible, true_mean, colour_mean = _truth(model, batch)
@@ -256,8 +257,7 @@ def write_diagnosis(result: dict, out_dir: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from experiments.config import ConfigError, load_config
-    from experiments.evaluate import git_commit, load_pipeline, synthfaces_test_set
-    from perception.training import CheckpointError, resolve_device
+    from perception.training import CheckpointError
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "diagnosis runs on SynthFaces (the embedded default)")
         if not Path(args.checkpoint).is_file():
             raise DiagnosisError(f"{args.checkpoint}: no checkpoint; run `make train` first or pass --checkpoint")
-        pipeline = load_pipeline(args.checkpoint, resolve_device("cpu"), cfg.model.bfm)
+        pipeline = load_pipeline(args.checkpoint, torch.device("cpu"), cfg.model.bfm)
         model = pipeline.model
         fit_set = synthfaces_test_set(model, size=args.fit_faces, image_size=IMAGE_SIZE, seed=cfg.data.synth_seed,
                                       split="train")

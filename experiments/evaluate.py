@@ -181,7 +181,7 @@ def _stack(samples: list[dict], key: str) -> torch.Tensor | None:
     return None
 
 
-def _paste(rendered, reference: torch.Tensor) -> torch.Tensor:
+def paste(rendered, reference: torch.Tensor) -> torch.Tensor:
     """The render where it covers, the reference elsewhere; (B, 3, S, S) in [0, 1]."""
     return (rendered.image * rendered.mask + reference * (1 - rendered.mask)).clamp(0, 1)
 
@@ -343,7 +343,7 @@ def evaluate_pipeline(pipeline, dataset: Dataset, *, identity_nets: dict[str, to
                 albedo = prediction.albedo("fine" if method == "fine" else "coarse")
                 rendered = _render(pipeline, prediction.coeffs, albedo, size)
                 rendered_masks[method] = rendered.mask.cpu()
-                pasted = _paste(rendered, reference_device)
+                pasted = paste(rendered, reference_device)
                 region = rendered.mask.cpu() if base_region is None else rendered.mask.cpu() * base_region
                 found = M.image_metrics(reference, pasted.cpu(), region)
                 for name, net in identity_nets.items():

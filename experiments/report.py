@@ -348,10 +348,15 @@ def _ablation_method(entry: dict) -> str:
     return "fine" if "fine" in entry["metrics"].get("methods", []) else "coarse"
 
 
+def ordered_variants(ablation: dict) -> list[str]:
+    """The sweep's variant names in the paper's column order (ABLATION_ORDER), then any others as listed."""
+    variants = [name for name in ABLATION_ORDER if name in ablation["variants"]]
+    return variants + [name for name in ablation["variants"] if name not in variants]
+
+
 def table2(ablation: dict) -> tuple[list[str], list[list[str]]]:
     """Table 2: rows metric x protocol, columns the variants in the paper's order (fine method, else coarse)."""
-    variants = [name for name in ABLATION_ORDER if name in ablation["variants"]]
-    variants += [name for name in ablation["variants"] if name not in variants]
+    variants = ordered_variants(ablation)
     header = ["metric"] + [ablation["variants"][name]["label"] for name in variants]
     rows = []
     first = ablation["variants"][variants[0]]["metrics"] if variants else {}
@@ -385,8 +390,7 @@ def paired_differences(ablation: dict, out_dir: Path, reference: str = "full") -
     base = _sample_values(out_dir / reference)
     if base is None:
         return None
-    others = [n for n in ABLATION_ORDER if n in variants and n != reference]
-    others += [n for n in variants if n not in others and n != reference]
+    others = [n for n in ordered_variants(ablation) if n != reference]
     header = ["metric"] + [f"{variants[reference]['label']} − {variants[n]['label']}" for n in others]
     samples = {n: _sample_values(out_dir / n) for n in others}
     rows = []
@@ -418,8 +422,7 @@ def paired_differences(ablation: dict, out_dir: Path, reference: str = "full") -
 
 def ablation_chart(ablation: dict, path: Path) -> Path | None:
     """Grouped bars: one panel per metric, bars per variant, clean and occluded side by side."""
-    variants = [name for name in ABLATION_ORDER if name in ablation["variants"]]
-    variants += [name for name in ablation["variants"] if name not in variants]
+    variants = ordered_variants(ablation)
     if not variants:
         return None
     plt = _pyplot()
