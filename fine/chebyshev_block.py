@@ -4,9 +4,11 @@ PyG's ``ChebConv`` rebuilds the normalised Laplacian on every call and propagate
 scattering a (B, E, C) message tensor. On a fixed mesh both can be hoisted: ``scaled_laplacian``
 builds the sparse operator once (with ChebConv's own "sym" normalisation and lambda_max), and
 ``LaplacianChebConv`` (a ChebConv: same parameters, state-dict keys and maths) applies it by sparse
-matrix products: on one CPU thread, for the 9,025-vertex SynthFace, batch 8, 16 channels, K = 6,
-forward + backward of one conv takes about 0.05 s of CPU time against 0.25 s for ChebConv.forward
-(the normalisation itself is under 2 ms; the scatter-based propagation is the cost).
+matrix products (``fine.sparse.SparseOperator``: CSR, with the transpose kept for the backward pass):
+on one CPU thread, for the 9,025-vertex SynthFace, batch 8, 16 channels, K = 6, forward + backward of
+one conv took about 0.05 s of CPU time with COO products against 0.25 s for ChebConv.forward (the
+normalisation itself is under 2 ms; the scatter-based propagation is the cost); CSR cut the products'
+share again by about 5x.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import ChebConv
 from torch_geometric.utils import get_laplacian
+
+from fine.sparse import SparseOperator, as_operator
 
 
 def scaled_laplacian(edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -57,38 +61,44 @@ class LaplacianChebConv(ChebConv):
     def __init__(self, in_channels: int, out_channels: int, K: int = 6):
         super().__init__(in_channels, out_channels, K=K, normalization="sym", bias=True)
 
-    def forward(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        """x: (B, N, C_in) or (N, C_in); laplacian: sparse (N, N) from ``scaled_laplacian``.
-        Returns (B, N, C_out) or (N, C_out)."""
+    def forward(self, x: torch.Tensor, laplacian: torch.Tensor | SparseOperator) -> torch.Tensor:  # type: ignore[override]
+        """x: (B, N, C_in) or (N, C_in); laplacian: sparse (N, N) from ``scaled_laplacian``, or its
+        SparseOperator (cheaper when it is reused). Returns (B, N, C_out) or (N, C_out)."""
         unbatched = x.dim() == 2
-        if x.dtype != laplacian.dtype:  # e.g. half-precision activations under autocast
-            x = x.to(laplacian.dtype)
         if unbatched:
             x = x.unsqueeze(0)
-        # Vertex-major (N, B, C) so that each Chebyshev step is one sparse x dense product over (N, B*C).
-        vertex_major = x.transpose(0, 1)
-        narrows = len(self.lins) > 1 and self.out_channels < x.shape[-1]
-        out = self._clenshaw(vertex_major, laplacian) if narrows else self._recursion(vertex_major, laplacian)
-        out = (out + self.bias).transpose(0, 1)
+        out = self.vertex_major(x.transpose(0, 1), as_operator(laplacian)).transpose(0, 1)
         return out.squeeze(0) if unbatched else out
 
-    def _recursion(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
-        """The sum as written: T_k(L) X by the Chebyshev recursion on the inputs, times Theta_k.
-        x: (N, B, C_in) vertex-major. Returns (N, B, C_out) without the bias.
+    def vertex_major(self, x: torch.Tensor, laplacian: SparseOperator) -> torch.Tensor:
+        """The same conv on vertex-major features: x (N, B, C_in) -> (N, B, C_out).
 
-        The K products with Theta_k are one matrix product of [T_0 X | ... | T_{K-1} X] with the Theta_k stacked:
+        In this layout each Chebyshev step is one sparse x dense product over (N, B*C) with no transposes, so a
+        network that keeps its features vertex-major (the refiners do) pays for no copies between convs.
+        """
+        if x.dtype != laplacian.dtype:  # e.g. half-precision activations under autocast
+            x = x.to(laplacian.dtype)
+        narrows = len(self.lins) > 1 and self.out_channels < x.shape[-1]
+        return self._clenshaw(x, laplacian) if narrows else self._recursion(x, laplacian)
+
+    def _recursion(self, x: torch.Tensor, laplacian: SparseOperator) -> torch.Tensor:
+        """The sum as written: T_k(L) X by the Chebyshev recursion on the inputs, times Theta_k.
+        x: (N, B, C_in) vertex-major. Returns (N, B, C_out).
+
+        Each step T_k = 2 L T_{k-1} - T_{k-2} is one fused sparse product (``SparseOperator.matmul``). The K
+        products with Theta_k are one matrix product of [T_0 X | ... | T_{K-1} X] with the Theta_k stacked:
         one large GEMM instead of K small ones and K - 1 additions (both GCNs, forward + backward: 1.5x faster).
         """
         n, b, c = x.shape
         terms = [x.reshape(n, b * c)]
         if len(self.lins) > 1:
-            terms.append(torch.sparse.mm(laplacian, terms[0]))
+            terms.append(laplacian @ terms[0])
             for _ in self.lins[2:]:
-                terms.append(2.0 * torch.sparse.mm(laplacian, terms[-1]) - terms[-2])
+                terms.append(laplacian.matmul(terms[-1], add=terms[-2], alpha=2.0, beta=-1.0))
         stacked = torch.cat([t.view(n, b, c) for t in terms], dim=-1)
-        return F.linear(stacked, torch.cat([lin.weight for lin in self.lins], dim=1))
+        return F.linear(stacked, torch.cat([lin.weight for lin in self.lins], dim=1), self.bias)
 
-    def _clenshaw(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
+    def _clenshaw(self, x: torch.Tensor, laplacian: SparseOperator) -> torch.Tensor:
         r"""The same sum, with the Chebyshev recursion run on the outputs (Clenshaw's algorithm).
 
         .. math::
@@ -97,22 +107,22 @@ class LaplacianChebConv(ChebConv):
 
         K - 1 sparse products either way, but on C_out columns per sample instead of C_in: cheaper when a conv
         narrows (the refiners' decoder convs read the up-sampled and the skip features together). The K products
-        X Theta_k are one matrix product with the Theta_k stacked.
-        x: (N, B, C_in) vertex-major. Returns (N, B, C_out) without the bias.
+        X Theta_k are one matrix product with the Theta_k stacked (the bias rides on Y_0).
+        x: (N, B, C_in) vertex-major. Returns (N, B, C_out).
         """
         n, b, _ = x.shape
-        stacked = F.linear(x, torch.cat([lin.weight for lin in self.lins], dim=0))
-        ys = [y.reshape(n, -1) for y in stacked.view(n, b, len(self.lins), self.out_channels).unbind(-2)]
-        b1, b2 = ys[-1], None
+        k, c_out = len(self.lins), self.out_channels
+        bias = torch.cat([self.bias, self.bias.new_zeros((k - 1) * c_out)])
+        stacked = F.linear(x, torch.cat([lin.weight for lin in self.lins], dim=0), bias)
+        ys = stacked.view(n, b, k, c_out).unbind(-2)
+
+        def minus(y: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+            return (y if previous is None else y - previous.view(n, b, c_out)).reshape(n, b * c_out)
+
+        b1, b2 = ys[-1].reshape(n, b * c_out), None
         for y in reversed(ys[1:-1]):
-            b0 = y + 2.0 * torch.sparse.mm(laplacian, b1)
-            if b2 is not None:
-                b0 = b0 - b2
-            b1, b2 = b0, b1
-        out = ys[0] + torch.sparse.mm(laplacian, b1)
-        if b2 is not None:
-            out = out - b2
-        return out.view(n, b, self.out_channels)
+            b1, b2 = laplacian.matmul(b1, add=minus(y, b2), alpha=2.0), b1
+        return laplacian.matmul(b1, add=minus(ys[0], b2)).view(n, b, c_out)
 
 
 class ChebResidualBlock(nn.Module):
@@ -150,17 +160,22 @@ class ChebResidualBlock(nn.Module):
             self.skip.reset_parameters()
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor | None = None,
-                laplacian: torch.Tensor | None = None) -> torch.Tensor:
+                laplacian: torch.Tensor | SparseOperator | None = None) -> torch.Tensor:
         """x: (B, N, C_in) vertex features. Give either edge_index (2, E) of the mesh graph or its
-        precomputed ``scaled_laplacian`` (sparse (N, N); faster when called repeatedly).
+        precomputed ``scaled_laplacian`` (sparse (N, N), or its SparseOperator; faster when called repeatedly).
         Returns (B, N, C_out)."""
         if (edge_index is None) == (laplacian is None):
             raise ValueError("fine/chebyshev_block.py: ChebResidualBlock.forward takes exactly one of "
                              "edge_index and laplacian")
         if laplacian is None:
             laplacian = scaled_laplacian(edge_index, x.shape[-2], dtype=x.dtype)
-        hidden = self.activation(self.norm(self.conv1(x, laplacian)))
-        return self.skip(x) + self.conv2(hidden, laplacian)
+        return self.vertex_major(x.transpose(0, 1), as_operator(laplacian)).transpose(0, 1)
+
+    def vertex_major(self, x: torch.Tensor, laplacian: SparseOperator) -> torch.Tensor:
+        """The same block on vertex-major features: x (N, B, C_in) -> (N, B, C_out) (see
+        ``LaplacianChebConv.vertex_major``)."""
+        hidden = self.activation(self.norm(self.conv1.vertex_major(x, laplacian)))
+        return self.skip(x) + self.conv2.vertex_major(hidden, laplacian)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, K={self.K})"

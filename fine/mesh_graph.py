@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fine.sparse import SparseOperator, as_operator
+
 # Bump when the hierarchy construction changes, so that stale cache files are not reused.
 HIERARCHY_FORMAT_VERSION = 1
 # A decimated level needs a few triangles for barycentric up-sampling to mean anything.
@@ -228,16 +230,17 @@ def downsampling_matrix(cluster: torch.Tensor, num_coarse: int) -> torch.Tensor:
     return _sparse(cluster, fine_index, 1.0 / size[cluster].double(), (num_coarse, cluster.numel()))
 
 
-def resample(transform: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def resample(transform: torch.Tensor | SparseOperator, x: torch.Tensor) -> torch.Tensor:
     """Apply a sparse resampling matrix to batched vertex features.
 
-    transform: sparse (n_out, n_in); x: (B, n_in, C) -> (B, n_out, C). Differentiable in x.
+    transform: sparse (n_out, n_in), or its SparseOperator; x: (B, n_in, C) -> (B, n_out, C). Differentiable in x.
     """
+    transform = as_operator(transform)
     if x.dtype != transform.dtype:  # e.g. half-precision activations under autocast
         x = x.to(transform.dtype)
     b, n, c = x.shape
     flat = x.transpose(0, 1).reshape(n, b * c)
-    out = torch.sparse.mm(transform, flat)
+    out = transform @ flat
     return out.reshape(-1, b, c).transpose(0, 1)
 
 

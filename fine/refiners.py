@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from fine.chebyshev_block import ChebResidualBlock, scaled_laplacian
-from fine.mesh_graph import MeshHierarchy, resample
+from fine.mesh_graph import MeshHierarchy
+from fine.sparse import SparseOperator
 
 FUSIONS = ("average", "learned")
 
@@ -31,10 +32,13 @@ FUSIONS = ("average", "learned")
 class _LevelOperators(nn.Module):
     """The hierarchy's per-level scaled Laplacians and resampling matrices as module buffers.
 
-    Stored as dense (indices, values) buffers (not persistent: they come from the hierarchy, not the
-    checkpoint) so that ``.to(device)``, ``.double()`` and DistributedDataParallel's buffer broadcast
-    all work; the sparse views are rebuilt per call, which costs no copy.
+    Each is stored in CSR form with its transpose (``SparseOperator.parts``) as dense buffers (not persistent:
+    they come from the hierarchy, not the checkpoint) so that ``.to(device)``, ``.double()`` and
+    DistributedDataParallel's buffer broadcast all work; the sparse views are rebuilt per call, which costs
+    no copy.
     """
+
+    _PARTS = ("crow", "col", "values", "crow_t", "col_t", "values_t")
 
     def __init__(self, hierarchy: MeshHierarchy, num_levels: int):
         super().__init__()
@@ -51,27 +55,30 @@ class _LevelOperators(nn.Module):
             self._store(f"up{level}", hierarchy.up[level].cpu())
 
     def _store(self, name: str, matrix: torch.Tensor) -> None:
-        matrix = matrix.coalesce()
-        self.register_buffer(f"{name}_indices", matrix.indices(), persistent=False)
-        self.register_buffer(f"{name}_values", matrix.values().float(), persistent=False)
+        for part, tensor in SparseOperator.parts(matrix.float()).items():
+            self.register_buffer(f"{name}_{part}", tensor, persistent=False)
         setattr(self, f"_{name}_size", tuple(matrix.shape))
 
-    def _matrix(self, name: str) -> torch.Tensor:
-        return torch.sparse_coo_tensor(getattr(self, f"{name}_indices"), getattr(self, f"{name}_values"),
-                                       getattr(self, f"_{name}_size"), is_coalesced=True,
-                                       check_invariants=False)  # checked once when the hierarchy was built
+    def _operator(self, name: str) -> SparseOperator:
+        return SparseOperator.from_parts(getattr(self, f"_{name}_size"),
+                                         *(getattr(self, f"{name}_{part}") for part in self._PARTS))
 
-    def laplacian(self, level: int) -> torch.Tensor:
-        """Sparse (n_level, n_level) scaled Laplacian (see ``scaled_laplacian``)."""
-        return self._matrix(f"laplacian{level}")
+    def laplacian(self, level: int) -> SparseOperator:
+        """The (n_level, n_level) scaled Laplacian (see ``scaled_laplacian``)."""
+        return self._operator(f"laplacian{level}")
 
     def downsample(self, x: torch.Tensor, level: int) -> torch.Tensor:
-        """(B, n_level, C) -> (B, n_{level+1}, C)."""
-        return resample(self._matrix(f"down{level}"), x)
+        """Vertex-major (n_level, B, C) -> (n_{level+1}, B, C)."""
+        return self._resample(f"down{level}", x)
 
     def upsample(self, x: torch.Tensor, level: int) -> torch.Tensor:
-        """(B, n_{level+1}, C) -> (B, n_level, C)."""
-        return resample(self._matrix(f"up{level}"), x)
+        """Vertex-major (n_{level+1}, B, C) -> (n_level, B, C)."""
+        return self._resample(f"up{level}", x)
+
+    def _resample(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        operator = self._operator(name)
+        n, b, c = x.shape
+        return (operator @ x.to(operator.dtype).reshape(n, b * c)).view(-1, b, c)
 
 
 def _zero_linear(in_features: int, out_features: int) -> nn.Linear:
@@ -126,16 +133,16 @@ class MeshRefiner(nn.Module):
         """coarse_albedo: (B, N, 3) per-vertex albedo in [0, 1] on the hierarchy's level-0 mesh.
         Returns the correction (B, N, 3) (zero at initialisation)."""
         ops = self.operators
-        x, skips = coarse_albedo, []
+        x, skips = coarse_albedo.transpose(0, 1).contiguous(), []  # vertex-major (N, B, C) throughout
         for level, block in enumerate(self.encoder):
-            x = block(x, laplacian=ops.laplacian(level))
+            x = block.vertex_major(x, ops.laplacian(level))
             skips.append(x)
             x = ops.downsample(x, level)
-        x = self.bottleneck(x, laplacian=ops.laplacian(len(self.encoder)))
+        x = self.bottleneck.vertex_major(x, ops.laplacian(len(self.encoder)))
         for level in reversed(range(len(self.decoder))):
             x = torch.cat([ops.upsample(x, level), skips[level]], dim=-1)
-            x = self.decoder[level](x, laplacian=ops.laplacian(level))
-        return self.output(x)
+            x = self.decoder[level].vertex_major(x, ops.laplacian(level))
+        return self.output(x).transpose(0, 1)
 
 
 class FAIDDecoder(nn.Module):
@@ -176,11 +183,11 @@ class FAIDDecoder(nn.Module):
         """features: (B, D) concatenated identity and attribute embeddings.
         Returns the correction (B, N, 3) on the level-0 mesh (zero at initialisation)."""
         ops = self.operators
-        x = self.fc(features).view(features.shape[0], *self._coarsest)
-        x = self.bottleneck(x, laplacian=ops.laplacian(len(self.decoder)))
+        x = self.fc(features).view(features.shape[0], *self._coarsest).transpose(0, 1).contiguous()  # vertex-major
+        x = self.bottleneck.vertex_major(x, ops.laplacian(len(self.decoder)))
         for level in reversed(range(len(self.decoder))):
-            x = self.decoder[level](ops.upsample(x, level), laplacian=ops.laplacian(level))
-        return self.output(x)
+            x = self.decoder[level].vertex_major(ops.upsample(x, level), ops.laplacian(level))
+        return self.output(x).transpose(0, 1)
 
 
 @dataclass

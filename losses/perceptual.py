@@ -31,25 +31,32 @@ def feature_targets(identity_net, attribute_net, image: torch.Tensor) -> Feature
     return FeatureTargets(identity, attributes)
 
 
-def identity_loss(identity_net, image: torch.Tensor, rendered: torch.Tensor,
-                  target: torch.Tensor | None = None) -> torch.Tensor:
+def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"losses/perceptual.py: reduction must be 'mean' or 'none', got {reduction!r}")
+    return per_sample.mean() if reduction == "mean" else per_sample
+
+
+def identity_loss(identity_net, image: torch.Tensor | None, rendered: torch.Tensor,
+                  target: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """1 - cos(e(I), e(I_R)), batch mean. image, rendered: (B, 3, S, S) aligned crops in [0, 1].
 
     identity_net: a perception.identity.IdentityNet (returns unit embeddings). The target side carries
     no gradient. target: e(I) when the caller has it already (`feature_targets`); image is then not read.
+    reduction: "mean" (a scalar) or "none" (the (B,) per-sample values).
     """
     if target is None:
         with torch.no_grad():
             target = identity_net(image)
-    return (1 - (identity_net(rendered) * target).sum(-1)).mean()
+    return _reduce(1 - (identity_net(rendered) * target).sum(-1), reduction)
 
 
 # Keeps the distance's gradient finite where the render's features equal the photo's.
 _DISTANCE_EPS = 1e-8
 
 
-def attribute_loss(attribute_net, image: torch.Tensor, rendered: torch.Tensor,
-                   target: torch.Tensor | None = None) -> torch.Tensor:
+def attribute_loss(attribute_net, image: torch.Tensor | None, rendered: torch.Tensor,
+                   target: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Euclidean distance between the attribute net's penultimate ("FA") features, batch mean.
 
     The distance, not its square: on the embedded default the squared distance of the 512 features is 30 to
@@ -57,14 +64,15 @@ def attribute_loss(attribute_net, image: torch.Tensor, rendered: torch.Tensor,
     then lost the warm start's pose (3.5 -> 5.8 degrees on 64 held-out faces; without L_att 4.2). The distance
     (6 to 11 here) puts 0.005 L_att at the scale of 0.2 L_id.
     attribute_net: a perception.attributes.AttributeNet (in eval mode); inputs are resized to its size.
-    target: the features of image when the caller has them already (`feature_targets`).
+    target: the features of image when the caller has them already (`feature_targets`); image is then not read.
+    reduction: "mean" (a scalar) or "none" (the (B,) per-sample values).
     """
     size = attribute_net.image_size
     if target is None:
         with torch.no_grad():
             target = attribute_net.features(_at_size(image, size))
     squared = (attribute_net.features(_at_size(rendered, size)) - target).pow(2).sum(-1)
-    return (squared + _DISTANCE_EPS).sqrt().mean()
+    return _reduce((squared + _DISTANCE_EPS).sqrt(), reduction)
 
 
 def skin_mask(parsing_net, image: torch.Tensor) -> torch.Tensor:

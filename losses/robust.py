@@ -29,11 +29,40 @@ id 1.0, att 0.025, photo 5.0. The caller multiplies the total by the paper's out
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from losses.perceptual import FeatureTargets, attribute_loss, identity_loss
+from losses.perceptual import FeatureTargets, attribute_loss, feature_targets, identity_loss
 from losses.photometric import photometric_loss
+
+
+class _FeatureTerm(NamedTuple):
+    """One identity or attribute term: target_image vs rendered; target: target_image's features when known."""
+
+    name: str
+    target_image: torch.Tensor
+    rendered: torch.Tensor
+    target: torch.Tensor | None
+
+
+def _feature_terms(loss, net, nets: tuple, requests: list[_FeatureTerm]) -> dict[str, torch.Tensor]:
+    """Every term of one kind (loss: identity_loss or attribute_loss) from one pass of the frozen net over all their
+    renders and one over the targets whose features are not known yet, instead of a pass per term: the same values
+    (the net is in eval mode, so samples do not interact), fewer and larger batches (stage 2 has three such terms).
+    nets: (net, None) or (None, net), as `feature_targets` takes them."""
+    if not requests:
+        return {}
+    missing = {id(r.target_image): r.target_image for r in requests if r.target is None}  # each image once
+    known = {}
+    if missing:
+        computed = feature_targets(*nets, torch.cat(list(missing.values())))
+        computed = computed.identity if nets[0] is not None else computed.attributes
+        known = dict(zip(missing, computed.split([m.shape[0] for m in missing.values()])))
+    targets = [r.target if r.target is not None else known[id(r.target_image)] for r in requests]
+    per_sample = loss(net, None, torch.cat([r.rendered for r in requests]), torch.cat(targets), reduction="none")
+    values = per_sample.split([r.rendered.shape[0] for r in requests])
+    return {r.name: value.mean() for r, value in zip(requests, values)}
 
 
 @dataclass(frozen=True)
@@ -65,31 +94,41 @@ def robust_loss(identity_net, attribute_net, image: torch.Tensor, skin_mask: tor
     if weights.att and attribute_net is None:
         raise ValueError("losses/robust.py: weights.att > 0 needs an attribute net (or set weights.att = 0)")
     id_target, att_target = targets if targets is not None else (None, None)
-    terms: dict[str, torch.Tensor] = {}
+    terms: dict[str, torch.Tensor | None] = {}
     kinds: dict[str, float] = {}
+    features: dict[str, list[_FeatureTerm]] = {"id": [], "att": []}
 
     def add(name: str, kind: str, compute) -> None:
         weight = getattr(weights, kind)
         if weight:
             terms[name], kinds[name] = compute(), weight
 
+    def compare(name: str, kind: str, target_image: torch.Tensor, rendered: torch.Tensor, target=None) -> None:
+        """A feature term, computed below with the others of its kind."""
+        weight = getattr(weights, kind)
+        if weight:
+            terms[name], kinds[name] = None, weight
+            features[kind].append(_FeatureTerm(name, target_image, rendered, target))
+
     for branch, view in augmentation_output.branches().items():
         if not view.fed_back:  # "w/o SA": the first-pass prediction re-rendered under the new view / occluder
-            add(f"rob_id_{branch}", "id", lambda: identity_loss(identity_net, image, view.image, id_target))
-            add(f"rob_att_{branch}", "att", lambda: attribute_loss(attribute_net, image, view.image, att_target))
+            compare(f"rob_id_{branch}", "id", image, view.image, id_target)
+            compare(f"rob_att_{branch}", "att", image, view.image, att_target)
             continue
         original = view.original_view_image
-        add(f"rob_id_{branch}", "id", lambda: identity_loss(identity_net, image, original, id_target))
-        add(f"rob_att_{branch}", "att", lambda: attribute_loss(attribute_net, image, original, att_target))
+        compare(f"rob_id_{branch}", "id", image, original, id_target)
+        compare(f"rob_att_{branch}", "att", image, original, att_target)
         add(f"sa_photo_orig_{branch}", "photo",
             lambda: photometric_loss(image, original, skin_mask * view.original_view_mask))
         if branch == "rot":
-            add("rob_id_rot_view", "id", lambda: identity_loss(identity_net, view.image, view.recon_image))
-            add("rob_att_rot_view", "att", lambda: attribute_loss(attribute_net, view.image, view.recon_image))
+            compare("rob_id_rot_view", "id", view.image, view.recon_image)
+            compare("rob_att_rot_view", "att", view.image, view.recon_image)
             add("sa_photo_rot", "photo",
                 lambda: photometric_loss(view.image, view.recon_image, view.render_mask * view.recon_mask))
         elif augmentation_output.rendered is not None:
             add("sa_photo_occ", "photo", lambda: photometric_loss(
                 augmentation_output.rendered, view.recon_image, augmentation_output.rendered_mask * view.recon_mask))
+    terms.update(_feature_terms(identity_loss, identity_net, (identity_net, None), features["id"]))
+    terms.update(_feature_terms(attribute_loss, attribute_net, (None, attribute_net), features["att"]))
     total = sum((kinds[name] * value for name, value in terms.items()), image.new_zeros(()))
     return total, terms

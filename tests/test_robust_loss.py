@@ -162,3 +162,24 @@ def test_without_feedback_the_network_is_not_rerun_and_l_rob_compares_the_input_
     assert all(torch.isfinite(v) and v > 0 for v in terms.values())
     grads = torch.autograd.grad(total, [p for p in net.parameters() if p.requires_grad], allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads), "L_rob without feedback trains nothing"
+
+
+def test_feature_terms_batched_over_branches_equal_one_net_call_per_term(scene):
+    """robust_loss runs each perception net once over all its terms' renders; the values must be those of
+    one identity_loss / attribute_loss call per term (the nets are frozen, in eval mode)."""
+    from losses.perceptual import attribute_loss, identity_loss
+
+    net = ToyReconstructor(scene["model"], scene["base"])
+    _, terms, out = run(scene, net)
+    image, ids, atts = scene["image"], scene["identity_net"], scene["attribute_net"]
+    rot, occ = out.rotated, out.occluded
+    expected = {
+        "rob_id_rot": identity_loss(ids, image, rot.original_view_image),
+        "rob_id_occ": identity_loss(ids, image, occ.original_view_image),
+        "rob_id_rot_view": identity_loss(ids, rot.image, rot.recon_image),
+        "rob_att_rot": attribute_loss(atts, image, rot.original_view_image),
+        "rob_att_occ": attribute_loss(atts, image, occ.original_view_image),
+        "rob_att_rot_view": attribute_loss(atts, rot.image, rot.recon_image),
+    }
+    for name, value in expected.items():
+        torch.testing.assert_close(terms[name], value, rtol=1e-5, atol=1e-6, msg=name)
