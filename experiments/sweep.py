@@ -23,8 +23,9 @@ minutes-long stage 1 from random weights leaves nothing for the variants to diff
 Resuming: a variant whose <out>/<variant>/metrics.json records the same config hash is finished and not
 retrained. An interrupted variant resumes from its checkpoint folder (the training loop resumes). A
 checkpoint folder written under another config (its sweep_config.json hash differs) is moved aside to
-<folder>.stale and started again from stage 1. The hash covers the resolved config except names and
-folders, plus the stage-1 hash.
+<folder>.stale and started again from stage 1; the old run stays there until the new one has finished and
+been evaluated, then it is deleted (a variant's checkpoints are about 1 GB). The hash covers the resolved config
+except names and folders, plus the stage-1 hash.
 
 Writes <out>/<variant>/{metrics.json, report.md, report.html, grid.png, ...} (experiments.evaluate on the
 SynthFaces test split) and <out>/metrics.json, report.md, report.html, ablations.png (experiments.report).
@@ -146,6 +147,14 @@ def _claim_folder(folder: Path, wanted_hash: str, seed_from: Path | None) -> Non
     write_json_atomically(marker, {"config_hash": wanted_hash})
 
 
+def _drop_stale(folder: Path) -> None:
+    """Delete the run `_claim_folder` moved aside for `folder`, once `folder`'s own run has finished."""
+    stale = folder.with_name(folder.name + ".stale")
+    if stale.is_dir():
+        shutil.rmtree(stale)
+        print(f"[sweep] {folder}: finished under the new config; deleted the old run in {stale}")
+
+
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -241,6 +250,7 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
             if _was_stopped(train_fn(stage1_cfg)):
                 raise SweepStopped(f"stage 1 stopped early; its checkpoint is in {stage1_dir}; rerun to resume")
             write_json_atomically(stage1_dir / STAGE1_DONE_FILE, {"config_hash": stage1_hash})
+            _drop_stale(stage1_dir)
 
     if only is not None:
         unknown = sorted(set(only) - {v.name for v in variants})
@@ -271,6 +281,7 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
             metrics["sweep"] = {"variant": variant.name, "label": variant.label, "config_hash": digest,
                                 "overrides": variant.overrides, "quick": quick}
             write_evaluation(metrics, variant_out)
+            _drop_stale(checkpoint_dir)
             metrics = json.loads(metrics_path.read_text())
         entries[variant.name] = {"label": variant.label, "config_hash": digest, "overrides": variant.overrides,
                                  "metrics": {k: metrics.get(k) for k in ("methods", "methods_absent", "identity_nets",

@@ -80,10 +80,17 @@ def test_a_variant_whose_config_changed_is_retrained_from_stage_one(tmp_path):
     training = FakeTraining()
     _run(tmp_path, training, VARIANTS[:1])
     changed = (S.Variant("photo_id", "photo+id", {"losses": {"att": 0.0, "rob": 0.0, "id": 0.1}}),)
-    _run(tmp_path, training, changed)
-    assert [name for name, _ in training.calls] == ["ablation_stage1", "ablation_photo_id", "ablation_photo_id"]
-    assert (tmp_path / "ck" / "photo_id.stale" / "last.pt").is_file()
+    training.stop_once = {"ablation_photo_id"}
+    with pytest.raises(S.SweepStopped):
+        _run(tmp_path, training, changed)
+    # The old run is kept while the new one is unfinished ...
+    assert (tmp_path / "ck" / "photo_id.stale" / "last.pt").read_text().startswith("fine att=0.0")
     assert (tmp_path / "ck" / "photo_id" / "coarse.pt").read_text() == "stage 1"
+    _run(tmp_path, training, changed)
+    assert [name for name, _ in training.calls] == ["ablation_stage1"] + ["ablation_photo_id"] * 3
+    # ... and deleted once the new one has finished and been evaluated.
+    assert not (tmp_path / "ck" / "photo_id.stale").exists()
+    assert (tmp_path / "ck" / "photo_id" / "last.pt").is_file()
 
 
 def test_variants_follow_the_papers_column_order_and_switches():
