@@ -17,6 +17,10 @@ as far as the photo's colour predicts it. The floor is the error of an oracle th
 pattern and has to guess only its gain per channel, with the best log-linear predictor from the face's mean
 colour, fitted on `--fit-faces` SynthFaces train faces (never on the faces it is scored on).
 
+The identity section splits the identity's share: the landmark error of the truth with only the first k
+identity modes true and the rest at the mean (the modes are ordered by size, so this says how many of them a
+regressor must get right to reach a landmark error), and the regressor's correlation with the truth per mode.
+
 Writes diagnosis.json, report.md and diagnosis.png to --out.
 """
 from __future__ import annotations
@@ -41,6 +45,8 @@ GROUPS = {"pose": C.ANGLE, "translation": C.TRANS, "identity": C.ID, "expression
 DEFAULT_CHECKPOINT = "checkpoints/default/last.pt"
 TARGETS = {"landmarks_px": 3.0, "psnr_db": 24.0}  # issue #7's targets for the coarse stage, drawn on the plot
 IMAGE_SIZE = 224
+IDENTITY_MODES = (0, 1, 2, 3, 5, 10, 20, 40, C.N_ID)  # "first k identity modes true" rows
+CORRELATED_MODES = 10  # per-mode correlation reported for the first this many identity modes
 
 
 class DiagnosisError(RuntimeError):
@@ -120,6 +126,20 @@ def _batches(dataset, count: int, batch_size: int, progress: bool, label: str):
             yield collate_face_samples(samples)
 
 
+def first_modes_true(true: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, 257) true coefficients with identity modes k.. set to the mean (0): only the first k modes true."""
+    coeffs = true.clone()
+    coeffs[:, C.ID.start + k:C.ID.stop] = 0
+    return coeffs
+
+
+def mode_correlations(predicted: torch.Tensor, true: torch.Tensor) -> list[float]:
+    """Pearson correlation per column of (N, K) predicted and true values (NaN where either is constant)."""
+    p, t = predicted - predicted.mean(0), true - true.mean(0)
+    denominator = (p.square().sum(0) * t.square().sum(0)).sqrt()
+    return ((p * t).sum(0) / denominator).tolist()
+
+
 def _mean(values: list[float]) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
@@ -142,8 +162,10 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
 
     gain: (B, 3) mean face colours -> (B, 3) guessed mean albedos (a GainPredictor) for the oracle floor.
 
-    Returns {"landmarks_px": {row: mean}, "psnr_db": {row: mean}, "albedo": {...}, "samples": n}; rows are
-    "predicted", "true", "<group> true" and "only <group> predicted" per GROUPS.
+    Returns {"landmarks_px": {row: mean}, "psnr_db": {row: mean}, "albedo": {...}, "identity": {...},
+    "samples": n}; rows are "predicted", "true", "<group> true" and "only <group> predicted" per GROUPS.
+    identity: "first_modes_true_landmarks_px" {k: the truth's landmark error with only the first k identity modes
+    true} and "correlation" (per identity mode, the regressor's prediction against the truth).
     """
     model = pipeline.model
     rows = {"predicted": [], "true": list(GROUPS)}  # row -> the groups taken from the truth
@@ -154,6 +176,8 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
     psnr = {row: [] for row in rows}
     albedo = {key: [] for key in ("mean_face", "coarse", "fine", "mean_face_gain", "coarse_gain", "fine_gain",
                                   "oracle_gain_floor")}
+    first_modes = {k: [] for k in IDENTITY_MODES}
+    identities = {"predicted": [], "true": []}
     count = 0
     for batch in _batches(dataset, limit, batch_size, progress, "diagnose"):
         if batch.get("coeffs") is None or batch.get("albedo") is None:
@@ -168,6 +192,11 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
             pasted = paste(rendered, image)
             region = rendered.mask * batch["face_mask"] if batch.get("face_mask") is not None else rendered.mask
             psnr[row] += M.image_metrics(image, pasted, region)["psnr_face_db"].tolist()
+        for k in IDENTITY_MODES:
+            face = assemble_face(model, first_modes_true(true, k), IMAGE_SIZE)
+            first_modes[k] += M.landmark_error_px(face.landmarks - 0.5, batch["landmarks68"], IMAGE_SIZE).tolist()
+        identities["predicted"].append(prediction.coeffs[:, C.ID].float())
+        identities["true"].append(true[:, C.ID])
         visible, true_mean, colour_mean = _truth(model, batch)
         estimates = {"mean_face": compute_albedo(model, torch.zeros_like(true[:, C.TEX])),
                      "coarse": prediction.coarse_albedo}
@@ -185,6 +214,9 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
     return {"landmarks_px": {k: _mean(v) for k, v in landmarks.items()},
             "psnr_db": {k: _mean(v) for k, v in psnr.items()},
             "albedo": {k: _mean(v) for k, v in albedo.items() if v},
+            "identity": {"first_modes_true_landmarks_px": {str(k): _mean(v) for k, v in first_modes.items()},
+                         "correlation": mode_correlations(torch.cat(identities["predicted"]),
+                                                          torch.cat(identities["true"]))},
             "gain_predictor": getattr(gain, "coefficients", torch.empty(0)).tolist(), "samples": count}
 
 
@@ -214,6 +246,18 @@ def markdown(result: dict) -> str:
               "that must also find the pattern is not expected to beat it: read it as a floor for the first column."]
     if "coarse" in al:
         lines.append(f"Floor / coarse: {al['oracle_gain_floor'] / al['coarse']:.2f}.")
+    identity = result.get("identity")
+    if identity:
+        budget, correlation = identity["first_modes_true_landmarks_px"], identity["correlation"]
+        lines += ["", "## Identity: how many of its modes must be right", "",
+                  "Landmark error of the truth with only the first k identity modes true and the rest at the mean "
+                  "(pose, expression, translation true): the identity's share of the landmark error if a regressor "
+                  "got exactly those modes right.", "",
+                  "| first k modes true | " + " | ".join(budget) + " |", "|---|" + "---:|" * len(budget),
+                  "| landmarks px | " + " | ".join(f"{v:.2f}" for v in budget.values()) + " |", "",
+                  f"The regressor's correlation with the truth, modes 1-{CORRELATED_MODES}: "
+                  + ", ".join(f"{c:.2f}" for c in correlation[:CORRELATED_MODES])
+                  + f"; mean over all {len(correlation)}: {_mean(correlation):.2f}."]
     return "\n".join(lines) + "\n"
 
 
@@ -224,7 +268,8 @@ def plot(result: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(GROUPS)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    identity = result.get("identity")
+    figure, axes = plt.subplots(1, 3 if identity else 2, figsize=(15 if identity else 10, 3.6))
     for axis, key, label in ((axes[0], "landmarks_px", "68-pt landmark error (px @224)"),
                              (axes[1], "psnr_db", "face PSNR (dB)")):
         values = result[key]
@@ -240,6 +285,18 @@ def plot(result: dict, path: Path) -> Path:
         axis.set_title(label, fontsize=10)
         axis.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
+    if identity:
+        budget = identity["first_modes_true_landmarks_px"]
+        modes = [int(k) for k in budget]
+        axes[2].plot(modes, list(budget.values()), "o-", label="truth, first k identity modes true, rest mean")
+        axes[2].axhline(result["landmarks_px"]["only identity predicted"], color="k", lw=1, ls="--",
+                        label="truth with the predicted identity")
+        axes[2].axhline(TARGETS["landmarks_px"], color="C3", lw=1, ls=":", label="target (#7), whole error")
+        axes[2].set_xscale("symlog", linthresh=1)
+        axes[2].set_xlabel("identity modes true (k)")
+        axes[2].set_title("identity's share of the landmark error (px @224)", fontsize=10)
+        axes[2].grid(alpha=0.3)
+        axes[2].legend(fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)

@@ -90,6 +90,33 @@ def test_a_pipeline_that_predicts_the_truth_has_no_error_left_in_any_row(faces):
     assert albedo["coarse"] < albedo["mean_face"]  # the true albedo coefficients: only the detail outside the PCA span
     assert albedo["coarse_gain"] < 0.01 and "fine" not in albedo
     assert albedo["oracle_gain_floor"] < 1e-6
+    budget = result["identity"]["first_modes_true_landmarks_px"]
+    assert budget[str(C.N_ID)] < 1e-3 and budget["0"] > 1.0 and budget["10"] < budget["0"]
+
+
+def test_identity_modes_of_the_truth_correlate_perfectly_and_the_mean_face_does_not(faces):
+    model = faces[0]
+    # One view per identity, so that the identity coefficients vary across the faces.
+    dataset = synthfaces_test_set(model, size=FACES, image_size=D.IMAGE_SIZE, split="val", views_per_identity=1)
+    batch = collate_face_samples([dataset[i] for i in range(FACES)])
+    exact = D.diagnose(FacePipeline(model, Fixed(batch["coeffs"].float()), 64), dataset, _constant_gain(), FACES,
+                       batch_size=FACES, progress=False)["identity"]["correlation"]
+    assert len(exact) == C.N_ID and min(exact) > 0.999
+    wrong = batch["coeffs"].float().clone()
+    wrong[:, C.ID] = wrong[:, C.ID].flip(0)  # every face gets another face's identity
+    swapped = D.diagnose(FacePipeline(model, Fixed(wrong), 64), dataset, _constant_gain(), FACES,
+                         batch_size=FACES, progress=False)["identity"]["correlation"]
+    assert max(swapped) < 0.999
+
+
+def test_first_modes_true_keeps_exactly_the_first_k_identity_modes_and_correlations_are_pearson():
+    true = torch.randn(3, C.N_COEFFS)
+    kept = D.first_modes_true(true, 5)
+    assert torch.equal(kept[:, :C.ID.start + 5], true[:, :C.ID.start + 5]) and not kept[:, C.ID.start + 5:C.ID.stop].any()
+    assert torch.equal(kept[:, C.ID.stop:], true[:, C.ID.stop:])
+    x = torch.randn(50, 2)
+    corr = D.mode_correlations(torch.stack([2 * x[:, 0] + 1, -x[:, 1]], 1), x)
+    assert corr == pytest.approx([1.0, -1.0], abs=1e-6)
 
 
 def test_the_mean_face_loses_landmarks_through_its_pose_and_never_through_its_light(faces, fitted_gain):
@@ -124,4 +151,4 @@ def test_cli_writes_the_report_and_refuses_a_missing_checkpoint_in_one_line(tmp_
     result = json.loads((out / "diagnosis.json").read_text())
     assert result["samples"] == 2 and result["fit_faces"] == 16 and result["checkpoint"] == str(path)
     report = (out / "report.md").read_text()
-    assert "| light |" in report and "oracle" in report and (out / "diagnosis.png").stat().st_size > 1000
+    assert "| light |" in report and "oracle" in report and "first k modes true" in report and (out / "diagnosis.png").stat().st_size > 1000
