@@ -38,8 +38,6 @@ class _LevelOperators(nn.Module):
     no copy.
     """
 
-    _PARTS = ("crow", "col", "values", "crow_t", "col_t", "values_t")
-
     def __init__(self, hierarchy: MeshHierarchy, num_levels: int):
         super().__init__()
         if hierarchy.num_levels < num_levels:
@@ -61,7 +59,7 @@ class _LevelOperators(nn.Module):
 
     def _operator(self, name: str) -> SparseOperator:
         return SparseOperator.from_parts(getattr(self, f"_{name}_size"),
-                                         *(getattr(self, f"{name}_{part}") for part in self._PARTS))
+                                         **{part: getattr(self, f"{name}_{part}") for part in SparseOperator.PARTS})
 
     def laplacian(self, level: int) -> SparseOperator:
         """The (n_level, n_level) scaled Laplacian (see ``scaled_laplacian``)."""

@@ -28,7 +28,12 @@ def _quiet_csr():
 
 
 def _addmm(matrix: torch.Tensor, x: torch.Tensor, add: torch.Tensor | None, alpha: float, beta: float) -> torch.Tensor:
-    if add is None:  # addmm with a zero-stride zero and beta 0 skips the zero-filled temporary of `matrix @ x`
+    if add is None:
+        if x.device.type != "cpu":  # the trick below is measured on the CPU only
+            product = matrix @ x
+            return product if alpha == 1.0 else product * alpha
+        # On the CPU, `matrix @ x` fills a zero temporary and copies it; addmm with a zero-stride zero and
+        # beta 0 does not (2.8 vs 4.2 ms for the 9,025-vertex Laplacian times 384 columns).
         add, beta = x.new_zeros(()).expand(matrix.shape[0], x.shape[1]), 0.0
     return torch.addmm(add, matrix, x, beta=beta, alpha=alpha)
 
@@ -78,9 +83,11 @@ class SparseOperator:
             raise ValueError(f"fine/sparse.py: the transpose of a {tuple(self.matrix.shape)} matrix must be "
                              f"{tuple(self.matrix.shape)[::-1]}, got {tuple(self.transpose.shape)}")
 
+    PARTS = ("crow", "col", "values", "crow_t", "col_t", "values_t")
+
     @staticmethod
     def parts(matrix: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Dense tensors (CSR rows, columns, values of the matrix and of its transpose) that
+        """Dense tensors by the names in PARTS (CSR rows, columns, values of the matrix and of its transpose) that
         ``from_parts`` turns back into the operator: for module buffers, which cannot be sparse CSR."""
         op = SparseOperator(matrix)
         return {"crow": op.matrix.crow_indices(), "col": op.matrix.col_indices(), "values": op.matrix.values(),
@@ -88,7 +95,7 @@ class SparseOperator:
                 "values_t": op.transpose.values()}
 
     @classmethod
-    def from_parts(cls, size: tuple[int, int], crow, col, values, crow_t, col_t, values_t) -> "SparseOperator":
+    def from_parts(cls, size: tuple[int, int], *, crow, col, values, crow_t, col_t, values_t) -> "SparseOperator":
         """The operator from ``parts`` (checked when the parts were made, so not again: this is per call)."""
         with _quiet_csr():
             matrix = torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)

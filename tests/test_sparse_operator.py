@@ -34,7 +34,9 @@ def test_fused_product_is_beta_add_plus_alpha_product_with_exact_gradients(alpha
 
 def test_from_parts_rebuilds_the_same_operator_and_bad_shapes_are_refused():
     matrix = random_sparse(5, 8, seed=2).float()
-    operator = SparseOperator.from_parts((5, 8), *SparseOperator.parts(matrix).values())
+    parts = SparseOperator.parts(matrix)
+    assert tuple(parts) == SparseOperator.PARTS
+    operator = SparseOperator.from_parts((5, 8), **parts)
     torch.testing.assert_close(operator.to_dense(), matrix.to_dense())
     torch.testing.assert_close(operator.transpose.to_dense(), matrix.to_dense().t())
     with pytest.raises(ValueError, match=r"needs \(8, M\)"):
