@@ -10,6 +10,9 @@ from pathlib import Path
 import yaml
 
 
+IDENTITY_WEIGHTINGS = ("uniform", "size")
+
+
 class ConfigError(ValueError):
     """The YAML file does not match the config schema."""
 
@@ -128,6 +131,15 @@ class WarmStartConfig(StageConfig):
     # weigh `appearance`, so the regressor also learns the light (the fine stage divides the photo by it).
     appearance: float = 0.05
     appearance_after: int = 0
+    # How the identity coefficient term weighs the 80 modes: "uniform" (each alike), or "size" (each by its squared
+    # vertex norm, mean weight 1: an error in shape space). The first modes move the landmarks most; see README.
+    identity_weighting: str = "uniform"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.identity_weighting not in IDENTITY_WEIGHTINGS:
+            raise ConfigError(f"identity_weighting: '{self.identity_weighting}' is not one of "
+                              f"{', '.join(IDENTITY_WEIGHTINGS)}")
 
 
 @dataclass

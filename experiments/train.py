@@ -290,7 +290,8 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
         plan.append(("warm_start", cfg.coarse.warm_start,
                      lambda: RegressorStage(WarmStartObjective(
                          pipeline, cfg.coarse.warm_start.landmark, appearance=cfg.coarse.warm_start.appearance,
-                         appearance_after=cfg.coarse.warm_start.appearance_after), pipeline,
+                         appearance_after=cfg.coarse.warm_start.appearance_after,
+                         identity_weighting=cfg.coarse.warm_start.identity_weighting), pipeline,
                          pool, cfg.coarse.warm_start.batch_size, device, cfg.coarse.warm_start.batchnorm,
                          cfg.coarse.warm_start.batchnorm_frozen_from)))
     plan.append(("coarse", cfg.coarse, lambda: RegressorStage(

@@ -1,14 +1,16 @@
 """The synthetic warm start (stage 0 of the embedded default) teaches the regressor the head pose."""
 import math
 
+import pytest
+
 import torch
 
 from coarse import coefficients as C
 from coarse.priors import CoefficientPrior
 from data.samples import collate_face_samples
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
-from experiments.config import load_config
-from experiments.objectives.warm_start import GROUP_WEIGHTS, WarmStartObjective, coefficient_scales
+from experiments.config import ConfigError, load_config
+from experiments.objectives.warm_start import GROUP_WEIGHTS, WarmStartObjective, coefficient_scales, identity_mode_weights
 from experiments.pipeline import FacePipeline
 from experiments.train import train
 from perception.attributes import AttributeNet, save_attribute_net
@@ -99,3 +101,25 @@ def test_a_short_warm_start_lowers_the_held_out_pose_error_well_below_the_mean_f
     # Measured here: 10.7 vs 12.0 degrees (0.90x) after 200 steps at 32 px. From random weights the held-out
     # pose only starts to move after a few thousand samples; the default's 1,800 steps at 64 px reach 6.5 vs 12.2.
     assert trained < 0.95 * mean_face, (trained, mean_face)
+
+
+def test_size_weighted_identity_term_weighs_each_mode_by_its_squared_vertex_norm():
+    data = SynthFaces("val", size=2, config=SynthFacesConfig(image_size=SIZE))
+    batch = collate_face_samples([data[0], data[1]])
+    weights = identity_mode_weights(data.model, "size")
+    assert weights.shape == (C.N_ID,) and abs(float(weights.mean()) - 1) < 1e-5
+    assert weights[0] > 5 and weights[:5].min() > weights[-5:].max()  # SynthFace's modes are ordered by size
+    assert identity_mode_weights(data.model, "uniform") is None
+    for mode in (0, C.N_ID - 1):
+        wrong = batch["coeffs"].clone()
+        wrong[:, C.ID.start + mode] += 1.0  # one prior standard deviation off in one mode
+        pipeline = FacePipeline(data.model, Fixed(wrong), SIZE)
+        uniform = WarmStartObjective(pipeline, landmark_weight=10.0)(batch)[1]["coeff_id"]
+        size = WarmStartObjective(pipeline, landmark_weight=10.0, identity_weighting="size")(batch)[1]["coeff_id"]
+        assert abs(uniform - 1 / C.N_ID) < 1e-5
+        assert abs(size - float(weights[mode]) / C.N_ID) < 1e-5
+
+
+def test_an_unknown_identity_weighting_is_refused_by_the_config():
+    with pytest.raises(ConfigError, match="identity_weighting"):
+        load_config(None, {"coarse": {"warm_start": {"identity_weighting": "shape"}}})
