@@ -220,6 +220,14 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
             "gain_predictor": getattr(gain, "coefficients", torch.empty(0)).tolist(), "samples": count}
 
 
+def _correlation_line(correlation: list[float]) -> str:
+    if not np.isfinite(correlation).any():
+        return "The regressor predicts the same identity for every face: no correlation with the truth."
+    shown = ", ".join("–" if not np.isfinite(c) else f"{c:.2f}" for c in correlation[:CORRELATED_MODES])
+    return (f"The regressor's correlation with the truth, modes 1-{CORRELATED_MODES}: {shown}; "
+            f"mean over all {len(correlation)}: {_mean(correlation):.2f}.")
+
+
 def markdown(result: dict) -> str:
     lines = ["# Where the held-out error comes from", "",
              f"checkpoint: `{result.get('checkpoint', '?')}` · SynthFaces {result.get('split', 'val')}, "
@@ -255,9 +263,7 @@ def markdown(result: dict) -> str:
                   "got exactly those modes right.", "",
                   "| first k modes true | " + " | ".join(budget) + " |", "|---|" + "---:|" * len(budget),
                   "| landmarks px | " + " | ".join(f"{v:.2f}" for v in budget.values()) + " |", "",
-                  f"The regressor's correlation with the truth, modes 1-{CORRELATED_MODES}: "
-                  + ", ".join(f"{c:.2f}" for c in correlation[:CORRELATED_MODES])
-                  + f"; mean over all {len(correlation)}: {_mean(correlation):.2f}."]
+                  _correlation_line(correlation)]
     return "\n".join(lines) + "\n"
 
 
@@ -293,6 +299,8 @@ def plot(result: dict, path: Path) -> Path:
                         label="truth with the predicted identity")
         axes[2].axhline(TARGETS["landmarks_px"], color="C3", lw=1, ls=":", label="target (#7), whole error")
         axes[2].set_xscale("symlog", linthresh=1)
+        axes[2].set_xlim(-0.1, modes[-1] * 1.15)
+        axes[2].set_xticks(modes, [str(m) for m in modes])
         axes[2].set_xlabel("identity modes true (k)")
         axes[2].set_title("identity's share of the landmark error (px @224)", fontsize=10)
         axes[2].grid(alpha=0.3)
