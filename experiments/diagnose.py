@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from coarse import coefficients as C
-from coarse.face_model import assemble_face, compute_albedo
+from coarse.face_model import assemble_face, compute_albedo, project_landmarks
 from experiments import metrics as M
 from experiments.evaluate import git_commit, load_pipeline, paste, synthfaces_test_set
 from fileio import write_bytes_atomically, write_json_atomically, write_text_atomically
@@ -193,8 +193,8 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
             region = rendered.mask * batch["face_mask"] if batch.get("face_mask") is not None else rendered.mask
             psnr[row] += M.image_metrics(image, pasted, region)["psnr_face_db"].tolist()
         for k in IDENTITY_MODES:
-            face = assemble_face(model, first_modes_true(true, k), IMAGE_SIZE)
-            first_modes[k] += M.landmark_error_px(face.landmarks - 0.5, batch["landmarks68"], IMAGE_SIZE).tolist()
+            landmarks68 = project_landmarks(model, first_modes_true(true, k), IMAGE_SIZE) - 0.5  # as the render's
+            first_modes[k] += M.landmark_error_px(landmarks68, batch["landmarks68"], IMAGE_SIZE).tolist()
         identities["predicted"].append(prediction.coeffs[:, C.ID].float())
         identities["true"].append(true[:, C.ID])
         visible, true_mean, colour_mean = _truth(model, batch)

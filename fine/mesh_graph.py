@@ -235,13 +235,16 @@ def resample(transform: torch.Tensor | SparseOperator, x: torch.Tensor) -> torch
 
     transform: sparse (n_out, n_in), or its SparseOperator; x: (B, n_in, C) -> (B, n_out, C). Differentiable in x.
     """
+    return resample_vertex_major(transform, x.transpose(0, 1)).transpose(0, 1)
+
+
+def resample_vertex_major(transform: torch.Tensor | SparseOperator, x: torch.Tensor) -> torch.Tensor:
+    """``resample`` on vertex-major features: x (n_in, B, C) -> (n_out, B, C)."""
     transform = as_operator(transform)
     if x.dtype != transform.dtype:  # e.g. half-precision activations under autocast
         x = x.to(transform.dtype)
-    b, n, c = x.shape
-    flat = x.transpose(0, 1).reshape(n, b * c)
-    out = transform @ flat
-    return out.reshape(-1, b, c).transpose(0, 1)
+    n, b, c = x.shape
+    return (transform @ x.reshape(n, b * c)).view(-1, b, c)
 
 
 @dataclass

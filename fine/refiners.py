@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from fine.chebyshev_block import ChebResidualBlock, scaled_laplacian
-from fine.mesh_graph import MeshHierarchy
+from fine.mesh_graph import MeshHierarchy, resample_vertex_major
 from fine.sparse import SparseOperator
 
 FUSIONS = ("average", "learned")
@@ -67,16 +67,12 @@ class _LevelOperators(nn.Module):
 
     def downsample(self, x: torch.Tensor, level: int) -> torch.Tensor:
         """Vertex-major (n_level, B, C) -> (n_{level+1}, B, C)."""
-        return self._resample(f"down{level}", x)
+        return resample_vertex_major(self._operator(f"down{level}"), x)
 
     def upsample(self, x: torch.Tensor, level: int) -> torch.Tensor:
         """Vertex-major (n_{level+1}, B, C) -> (n_level, B, C)."""
-        return self._resample(f"up{level}", x)
+        return resample_vertex_major(self._operator(f"up{level}"), x)
 
-    def _resample(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        operator = self._operator(name)
-        n, b, c = x.shape
-        return (operator @ x.to(operator.dtype).reshape(n, b * c)).view(-1, b, c)
 
 
 def _zero_linear(in_features: int, out_features: int) -> nn.Linear:

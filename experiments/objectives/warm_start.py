@@ -15,6 +15,7 @@ import torch
 from coarse import coefficients as C
 from coarse.face_model import project_landmarks
 from coarse.priors import CoefficientPrior
+from experiments.config import IDENTITY_WEIGHTINGS
 from losses import landmark_loss
 
 
@@ -50,9 +51,9 @@ def identity_mode_weights(model, weighting: str = "uniform") -> torch.Tensor | N
     """
     if weighting == "uniform":
         return None
-    if weighting != "size":
-        raise ValueError(f"experiments/objectives/warm_start.py: identity weighting must be 'uniform' or 'size', "
-                         f"got {weighting!r}")
+    if weighting not in IDENTITY_WEIGHTINGS:
+        raise ValueError(f"experiments/objectives/warm_start.py: identity weighting must be one of "
+                         f"{', '.join(IDENTITY_WEIGHTINGS)}, got {weighting!r}")
     size = model.id_base.pow(2).sum(0)
     return size / size.mean()
 
