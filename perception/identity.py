@@ -124,6 +124,8 @@ class IdentityNet(nn.Module):
             for parameter in self.backbone.parameters():
                 parameter.requires_grad_(False)
         self.backbone.eval()
+        # NHWC convolutions: forward + input gradient 1.3x faster than NCHW on a 2-core CPU (dlib net, batch 32).
+        self.backbone.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True) -> "IdentityNet":
         super().train(mode)
