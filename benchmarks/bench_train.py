@@ -29,6 +29,7 @@ from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
 from experiments.objectives.warm_start import WarmStartObjective
 from experiments.pipeline import FacePipeline, build_fine_parts, skin_reader
+from losses import feature_targets, skin_mask
 from perception.attributes import AttributeNet
 from perception.identity import build_identity_net
 from perception.parsing import ParsingNet
@@ -130,9 +131,11 @@ def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, co
 
     coeffs = pipeline.regressor(image).detach()
     albedo = pipeline.predict(image, stage="coarse").coarse_albedo
+    with torch.no_grad():  # the perception nets' share is timed on its own below
+        skin, targets = skin_mask(nets[2], image), feature_targets(*nets[:2], image)
     parts = {
         "regressor_fwd": lambda: pipeline.regressor(image),
-        "gcns_fwd": lambda: pipeline.refine(image, coeffs, albedo),
+        "gcns_fwd": lambda: pipeline.refine(image, coeffs, albedo, skin=skin, targets=targets),
         "render_fwd": lambda: pipeline.render(coeffs, albedo, size),
         "perception_fwd": lambda: (nets[0](image), nets[1].features(image), nets[2].predict_mask(image)),
         "self_augmentation_fwd": lambda: objective.augmentation(objective.reconstruct, image, coeffs, albedo, generator),
@@ -141,6 +144,15 @@ def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, co
            entry("fine_over_coarse_step", ms / coarse_ms, "ratio", image_size=size, target="<= 4", **common)]
     for name, fn in parts.items():
         out.append(entry(f"fine_part_{name}_ms", timed(fn), "ms", image_size=size, **common))
+    # The GCNs' whole share of a step: forward and backward over the first pass's B faces and the second pass's 2B.
+    thrice = [t.detach().repeat(3, *[1] * (t.dim() - 1)) for t in (image, coeffs, albedo, skin, *targets)]
+
+    def gcns_fwd_bwd():
+        output, _ = pipeline.refine(*thrice[:3], skin=thrice[3], targets=type(targets)(*thrice[4:]))
+        output.albedo.square().mean().backward()
+
+    out.append(entry("fine_part_gcns_fwd_bwd_ms", median_ms(gcns_fwd_bwd, repeats), "ms", image_size=size,
+                     **{**common, "batch": 3 * common["batch"]}))
     return out
 
 

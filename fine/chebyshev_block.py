@@ -12,11 +12,18 @@ transpose kept are another 2.5x faster than COO ones (see ``fine.sparse``).
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import ChebConv
-from torch_geometric.utils import get_laplacian
+
+with warnings.catch_warnings():
+    # torch_geometric.nn scripts two of its pooling outputs at import, which this torch deprecates with a
+    # FutureWarning on every run; nothing here scripts anything.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from torch_geometric.nn import ChebConv
+    from torch_geometric.utils import get_laplacian
 
 from fine.sparse import SparseOperator, as_operator
 
