@@ -8,7 +8,7 @@ second pass through the whole network) at the default size, batch 8, with a brea
 fine_step_ms <= 4 x coarse_step_ms at the same size and batch.
 train_samples_per_s: samples a coarse step consumes per second at the default size.
 parsing_train_step_ms, attribute_train_step_ms: one training step of each perception net at its configured
-size and batch (on a 2-core CPU they are a third of `make train`), in the channels-last layout the nets use and
+size and batch (on a 2-core CPU without bfloat16, about a quarter of `make train`), in the channels-last layout the nets use and
 in NCHW beside it (`*_nchw_over_channels_last`), so the layout choice is a same-run ratio.
 Everything runs at the default config's training precision (train.precision: bf16 where this CPU computes it
 natively); the warm-start step is also timed in fp32 beside it, so the speed-up is a same-run ratio.
