@@ -11,6 +11,7 @@ import yaml
 
 
 IDENTITY_WEIGHTINGS = ("uniform", "size")
+LIGHT_MODES = ("regressed", "solved")
 
 
 class ConfigError(ValueError):
@@ -150,6 +151,16 @@ class CoarseConfig(StageConfig):
     imagenet_weights: str | None = None   # "auto" (local torch cache), a path, or None
     deep3d_checkpoint: str | None = None  # Deep3D epoch_20.pth to start from
     pool_size: int = 6000                 # SynthFaces samples rendered once; 0 renders on the fly
+    # The SH light the face is rendered with: "regressed" (Deep3D's and the paper's: the regressor's 27 light
+    # coefficients) or "solved" (the least-squares light of the photo given the predicted shape, pose and
+    # albedo, pulled toward the regressed one; experiments.pipeline.solve_light). Used by every stage after
+    # the warm start, by evaluation and by reconstruction; the warm start always trains the regressed light.
+    light: str = "regressed"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.light not in LIGHT_MODES:
+            raise ConfigError(f"light: '{self.light}' is not one of {', '.join(LIGHT_MODES)}")
 
 
 @dataclass

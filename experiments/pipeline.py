@@ -18,13 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from coarse import coefficients as C
-from coarse.face_model import FaceGeometry, assemble_face, compute_albedo, facing_camera
+from coarse.face_model import (FaceGeometry, assemble_face, compute_albedo, compute_normals, compute_shape,
+                               facing_camera, rotation_matrix)
 from coarse.load_model import load_morphable_model
 from coarse.morphable_model import MorphableModel
 from coarse.regressor import CoarseRegressor
 from losses import feature_targets
 from perception.training import CheckpointError, read_checkpoint
 from render.rasterizer import rasterize, render_mesh
+from render.shading import fit_sh_light
 from render.texture_sampling import sample_at_pixels, visible_vertices
 
 CHECKPOINT_FORMAT = "faid-recon"
@@ -76,18 +78,15 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
                          antialias=images.shape[-1] > size)
 
 
-def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor,
-                           fragments_size: int | None = None, skin: torch.Tensor | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The photo read at every projected vertex and divided by the predicted shading (no gradient).
+def vertex_observations(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor,
+                        fragments_size: int | None = None, skin: torch.Tensor | None = None
+                        ) -> tuple[FaceGeometry, torch.Tensor, torch.Tensor]:
+    """The photo read at every projected vertex (no gradient): -> (face, colours (B, N, 3), seen (B, N, 1)).
 
     image: (B, 3, S, S) in [0, 1]; coeffs: (B, 257); skin: optional (B, 1, S', S') skin probability (the parsing
     net's mask M). A vertex counts as seen when it passes the depth test, faces the camera, projects at least
     one pixel inside the face's silhouette (border vertices would read the background) and, with `skin`, lands
-    on skin (occluders are not read). Returns (albedo (B, N, 3) in [0, 1.5], zero where not seen; seen (B, N, 1)).
-    This is the "unwrapped texture" the mesh-wise refiner reads (Lin et al.). It is a constant for the
-    optimiser: rendered with the same geometry it reproduces the photo whatever that geometry is, so a gradient
-    through it would only teach the regressor to stop caring about pose.
+    on skin (occluders are not read). `face` is assemble_face(model, coeffs) at the sampling size.
     """
     size = fragments_size or image.shape[-1]
     with torch.no_grad():
@@ -100,10 +99,40 @@ def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: t
         seen &= sample_at_pixels(interior, points)[..., 0] > 0.5
         if skin is not None:
             seen &= sample_at_pixels(resize_square(skin.to(image.dtype), size), points)[..., 0] >= 0.5
-        seen = seen.unsqueeze(-1).to(image.dtype)
         colours = sample_at_pixels(resize_square(image, size), points)
+    return face, colours, seen.unsqueeze(-1).to(image.dtype)
+
+
+def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor,
+                           fragments_size: int | None = None, skin: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photo read at every projected vertex and divided by the predicted shading (no gradient).
+
+    Arguments as `vertex_observations`. Returns (albedo (B, N, 3) in [0, 1.5], zero where not seen; seen (B, N, 1)).
+    This is the "unwrapped texture" the mesh-wise refiner reads (Lin et al.). It is a constant for the
+    optimiser: rendered with the same geometry it reproduces the photo whatever that geometry is, so a gradient
+    through it would only teach the regressor to stop caring about pose.
+    """
+    face, colours, seen = vertex_observations(model, image, coeffs, fragments_size, skin)
+    with torch.no_grad():
         albedo = (colours / face.shading.clamp(min=0.05)).clamp(0, 1.5)
     return albedo * seen, seen
+
+
+def solve_light(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor, fragments_size: int | None = None,
+                skin: torch.Tensor | None = None, ridge: float = 0.01) -> torch.Tensor:
+    """coeffs with their SH light (gamma) replaced by the least-squares light of the photo (`fit_sh_light`).
+
+    The light that best explains the photo's colours at the seen vertices (`vertex_observations`) given the
+    predicted shape, pose and PCA albedo, pulled toward the regressed light by `ridge`. The photo is read
+    without gradient; the light stays differentiable in the shape, albedo and regressed light.
+    """
+    _, colours, seen = vertex_observations(model, image, coeffs, fragments_size, skin)
+    c = C.split_coefficients(coeffs)
+    rotation = rotation_matrix(c.angle)
+    normals = compute_normals(compute_shape(model, c.id, c.exp), model.triangles, model.point_buf) @ rotation.transpose(1, 2)
+    gamma = fit_sh_light(compute_albedo(model, c.tex), normals, colours, seen, c.gamma, C.SH_DC_INIT, ridge)
+    return torch.cat([coeffs[:, :C.GAMMA.start], gamma.to(coeffs.dtype), coeffs[:, C.GAMMA.stop:]], dim=1)
 
 
 class FacePipeline(nn.Module):
@@ -112,17 +141,18 @@ class FacePipeline(nn.Module):
     model: the morphable model; regressor: CoarseRegressor; input_size: the regressor's input side (pixels);
     fine: a fine.FineStage or None; identity_net / attribute_net: the FAID feature extractors (needed with
     a FAID branch); use_attributes: include the attribute features in the FAID vector; parsing_net: when set,
-    the mesh-wise refiner reads the photo only where this net sees skin (``fine.read_skin_only``).
+    the photo is read only where this net sees skin, by the light solve and (with refine_reads_skin,
+    ``fine.read_skin_only``) by the mesh-wise refiner; light: "regressed" or "solved" (``coarse.light``).
     """
 
     def __init__(self, model: MorphableModel, regressor: CoarseRegressor, input_size: int, fine: nn.Module | None = None,
                  identity_net: nn.Module | None = None, attribute_net: nn.Module | None = None,
                  use_attributes: bool = True, checkpoint: str | None = None, stage: str = "coarse",
-                 parsing_net: nn.Module | None = None):
+                 parsing_net: nn.Module | None = None, light: str = "regressed", refine_reads_skin: bool = True):
         super().__init__()
         self.model, self.regressor, self.input_size = model, regressor, int(input_size)
         self.fine, self.identity_net, self.attribute_net = fine, identity_net, attribute_net
-        self.parsing_net = parsing_net
+        self.parsing_net, self.light, self.refine_reads_skin = parsing_net, light, refine_reads_skin
         self.use_attributes, self.checkpoint, self.stage = use_attributes, checkpoint, stage
 
     @property
@@ -149,6 +179,8 @@ class FacePipeline(nn.Module):
         regressor = CoarseRegressor(imagenet_weights=False)
         regressor.load_state_dict(payload["regressor"])
         fine = identity_net = attribute_net = parsing_net = None
+        if cfg.coarse.light == "solved":
+            parsing_net = skin_reader(cfg, device, required=False)
         if payload.get("fine") is not None:
             fine, identity_net, attribute_net = build_fine_parts(cfg, model, device)
             fine.load_state_dict(payload["fine"])
@@ -159,9 +191,10 @@ class FacePipeline(nn.Module):
                         f"{path}: its fine stage was trained with a different {file} than the one there now (retrained "
                         f"since?); restore that file, or delete {Path(path).with_name('fine.pt')} and run "
                         "`python -m experiments.train --only fine`")
-            parsing_net = skin_reader(cfg, device)
+            parsing_net = skin_reader(cfg, device, parsing_net) if cfg.fine.read_skin_only else parsing_net
         pipeline = cls(model, regressor, cfg.data.image_size, fine, identity_net, attribute_net,
-                       cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"), parsing_net)
+                       cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"), parsing_net,
+                       cfg.coarse.light, cfg.fine.read_skin_only)
         return pipeline.to(device).eval()
 
     def faid_features(self, images: torch.Tensor, targets=None) -> torch.Tensor:
@@ -181,14 +214,22 @@ class FacePipeline(nn.Module):
         (`losses.feature_targets`), when already computed."""
         if features is None and getattr(self.fine, "use_faid", False):
             features = self.faid_features(images, targets)
-        if self.parsing_net is None:
-            skin = None
-        elif skin is None:
-            with torch.no_grad():
-                skin = self.parsing_net.predict_mask(resize_square(images, self.parsing_net.image_size))
+        skin = self.skin(images, skin) if self.refine_reads_skin else None
         observed, visible = observed_vertex_albedo(self.model, images, coeffs, self.input_size, skin)
         mesh_input = torch.cat([coarse_albedo, observed, visible], dim=-1)
         return self.fine(coarse_albedo, features, mesh_input=mesh_input), features
+
+    def regress(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, S, S) -> the regressor's (B, 257) coefficients, with its own light (what the warm start
+        trains); `predict` replaces that light with the solved one when self.light is "solved"."""
+        return self.regressor(resize_square(images, self.input_size))
+
+    def skin(self, images: torch.Tensor, skin: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The parsing net's skin mask of images (no gradient), `skin` when the caller has it, None without a net."""
+        if skin is not None or self.parsing_net is None:
+            return skin
+        with torch.no_grad():
+            return self.parsing_net.predict_mask(resize_square(images, self.parsing_net.image_size))
 
     def predict(self, images: torch.Tensor, stage: str | None = None, skin: torch.Tensor | None = None,
                 targets=None) -> Prediction:
@@ -196,7 +237,10 @@ class FacePipeline(nn.Module):
         inference; gradients flow when training. stage "coarse" skips the fine stage. skin: the parsing net's
         mask of images, and targets: the perception nets' features of images (`losses.feature_targets`), when
         the caller has them already."""
-        coeffs = self.regressor(resize_square(images, self.input_size))
+        coeffs = self.regress(images)
+        if self.light == "solved":
+            skin = self.skin(images, skin)
+            coeffs = solve_light(self.model, images, coeffs, self.input_size, skin)
         coarse_albedo = compute_albedo(self.model, coeffs[:, C.TEX])
         if not self.has_fine or stage == "coarse":
             return Prediction(coeffs, coarse_albedo)
@@ -260,13 +304,17 @@ def build_fine_parts(cfg, model: MorphableModel, device: torch.device | str = "c
     return fine.to(device), identity_net, attribute_net
 
 
-def skin_reader(cfg, device: torch.device | str = "cpu", net: nn.Module | None = None) -> nn.Module | None:
-    """The frozen parsing net the fine stage reads the photo through (``fine.read_skin_only``), or None.
+def skin_reader(cfg, device: torch.device | str = "cpu", net: nn.Module | None = None,
+                required: bool = True) -> nn.Module | None:
+    """The frozen parsing net the pipeline reads the photo through (``fine.read_skin_only``, ``coarse.light``
+    "solved"), or None when neither needs it.
 
     net: an already loaded parsing net to reuse. Raises CheckpointError (one line) when it is configured but
-    its checkpoint is missing.
+    its checkpoint is missing; with required=False the photo is then read wherever the face covers it instead.
     """
-    if not cfg.fine.read_skin_only:
+    if not (cfg.fine.read_skin_only or cfg.coarse.light == "solved"):
+        return None
+    if net is None and not required and not Path(cfg.perception.parsing_checkpoint).is_file():
         return None
     if net is None:
         from perception.parsing import load_parsing_net
@@ -276,4 +324,5 @@ def skin_reader(cfg, device: torch.device | str = "cpu", net: nn.Module | None =
 
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "FacePipeline", "Prediction", "RenderedFace", "build_fine_parts",
-           "file_sha1", "fine_stage_inputs", "observed_vertex_albedo", "resize_square", "skin_reader"]
+           "file_sha1", "fine_stage_inputs", "observed_vertex_albedo", "resize_square", "skin_reader", "solve_light",
+           "vertex_observations"]

@@ -44,3 +44,33 @@ def sh_shading(normals: torch.Tensor, gamma: torch.Tensor, dc_init: float) -> to
     g = gamma.reshape(b, 3, 9).clone()
     g[:, :, 0] = g[:, :, 0] + dc_init
     return torch.einsum("bnk,bck->bnc", sh_basis(normals), g)
+
+
+def fit_sh_light(albedo: torch.Tensor, normals: torch.Tensor, colours: torch.Tensor, weights: torch.Tensor,
+                 prior: torch.Tensor, dc_init: float, ridge: float = 0.01) -> torch.Tensor:
+    """The SH light that best explains observed vertex colours, in closed form (weighted ridge least squares).
+
+    Lambertian shading is linear in the light: colour[v, c] = albedo[v, c] * sh_basis(normal[v]) . g[c], so each
+    colour channel's 9 coefficients solve a 9 x 9 normal equation. The ridge pulls them toward `prior` (the
+    regressed light) by `ridge` times the summed weight, so a face seen from one side keeps the prior's
+    coefficients along the directions its normals do not span, and a face with no weight keeps the prior.
+
+    albedo, normals, colours: (B, N, 3); weights: (B, N) or (B, N, 1) >= 0 (0 for vertices not seen);
+    prior: (B, 27) in sh_shading's convention (`dc_init` added to each DC term). Returns (B, 27), same convention.
+    Differentiable in albedo, normals, colours and prior.
+    """
+    b = albedo.shape[0]
+    w = weights.reshape(b, -1, 1).to(albedo.dtype)
+    basis = sh_basis(normals)                                             # (B, N, 9)
+    design = albedo.transpose(1, 2).unsqueeze(-1) * basis.unsqueeze(1)  # (B, 3, N, 9)
+    weighted = design * w.unsqueeze(1)
+    gram = weighted.transpose(-1, -2) @ design                            # (B, 3, 9, 9)
+    moment = (weighted * colours.transpose(1, 2).unsqueeze(-1)).sum(-2)  # (B, 3, 9)
+    g0 = prior.reshape(b, 3, 9).clone()
+    g0[:, :, 0] = g0[:, :, 0] + dc_init
+    strength = ridge * w.sum(1).clamp(min=1.0).reshape(b, 1, 1)           # per face
+    eye = torch.eye(9, dtype=albedo.dtype, device=albedo.device)
+    g = torch.linalg.solve(gram + strength.unsqueeze(-1) * eye, (moment + strength * g0).unsqueeze(-1)).squeeze(-1)
+    g = g.clone()
+    g[:, :, 0] = g[:, :, 0] - dc_init
+    return g.reshape(b, 27)

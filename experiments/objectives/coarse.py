@@ -72,10 +72,10 @@ class CoarseObjective:
 
     def __call__(self, batch: dict, step: int = 0) -> tuple[torch.Tensor, dict, dict]:
         image, w = batch["image"], self.weights
-        prediction = self.pipeline.predict(image, stage="coarse")
-        rendered = self.pipeline.render(prediction.coeffs, None, image.shape[-1])
         with torch.no_grad():
             mask = skin_mask(self.parsing_net, image)
+        prediction = self.pipeline.predict(image, stage="coarse", skin=mask)
+        rendered = self.pipeline.render(prediction.coeffs, None, image.shape[-1])
         terms = face_terms(self.pipeline, self.nets, w, image, prediction.coeffs, rendered, mask, batch)
         if w.reflectance:
             terms["reflectance"] = albedo_flatness(rendered.geometry.albedo, self.pipeline.model.skin_mask)

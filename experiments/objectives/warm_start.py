@@ -84,7 +84,7 @@ class WarmStartObjective:
         return {**GROUP_WEIGHTS, "tex": self.appearance, "gamma": self.appearance}
 
     def __call__(self, batch: dict, step: int = 0) -> tuple[torch.Tensor, dict, dict]:
-        coeffs = self.pipeline.predict(batch["image"], stage="coarse").coeffs
+        coeffs = self.pipeline.regress(batch["image"])  # its own light: the one this stage supervises
         true = batch["coeffs"]
         error = ((coeffs - true) / self.scale) ** 2
         groups = {"angle": C.ANGLE, "trans": C.TRANS, "id": C.ID, "exp": C.EXP, "tex": C.TEX, "gamma": C.GAMMA}
