@@ -28,7 +28,7 @@ from experiments.config import load_config
 from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
 from experiments.objectives.warm_start import WarmStartObjective
-from experiments.pipeline import FacePipeline, build_fine_parts, skin_reader
+from experiments.pipeline import FacePipeline, build_fine_parts, skin_reader, solve_light
 from losses import feature_targets, skin_mask
 from perception.attributes import AttributeNet
 from perception.identity import build_identity_net
@@ -64,7 +64,8 @@ def run(quick: bool = False) -> list[dict]:
     for size in sorted({cfg.data.image_size, 224}):
         data = SynthFaces("train", size=batch_size, config=SynthFacesConfig(image_size=size))
         batch = collate_face_samples([data[i] for i in range(batch_size)])
-        pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False, precision=precision), size)
+        pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False, precision=precision), size,
+                                light=cfg.coarse.light)
         objective = CoarseObjective(pipeline, cfg.losses, *nets)
         ms = median_ms(_step(objective, pipeline.parameters(), batch), repeats)
         coarse_ms[size] = ms
@@ -117,7 +118,8 @@ def perception_train_entries(cfg, repeats: int, common: dict) -> list[dict]:
 def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, common: dict) -> list[dict]:
     """fine_step_ms and its breakdown (forward-only timings of the parts, same batch)."""
     size = batch["image"].shape[-1]
-    pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False, precision=common["precision"]), size)
+    pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False, precision=common["precision"]), size,
+                            light=cfg.coarse.light, refine_reads_skin=cfg.fine.read_skin_only)
     pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, data.model, nets=nets[:2])
     pipeline.parsing_net = skin_reader(cfg, net=nets[2])
     objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, size)
@@ -135,6 +137,7 @@ def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, co
         skin, targets = skin_mask(nets[2], image), feature_targets(*nets[:2], image)
     parts = {
         "regressor_fwd": lambda: pipeline.regressor(image),
+        "light_solve_fwd": lambda: solve_light(data.model, image, coeffs, size, skin),
         "gcns_fwd": lambda: pipeline.refine(image, coeffs, albedo, skin=skin, targets=targets),
         "render_fwd": lambda: pipeline.render(coeffs, albedo, size),
         "perception_fwd": lambda: (nets[0](image), nets[1].features(image), nets[2].predict_mask(image)),
