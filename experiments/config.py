@@ -77,6 +77,9 @@ class LossWeights:
     # Stage 2 keeps stage 1's photometric loss on the coarse (PCA-albedo) render: the fine render reproduces
     # the photo it unwraps whatever the pose, so without this term nothing anchors the regressor's pose and light.
     coarse_photo: float = 1.0
+    # Holds each face's mean skin albedo at the model's mean (losses.albedo_gain): with the light solved from the
+    # photo nothing else fixes how the brightness splits between albedo and light (the default sets 0.1).
+    albedo_gain: float = 0.0
 
 
 BATCHNORM_MODES = ("recalibrate", "running", "frozen")

@@ -120,7 +120,7 @@ def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: t
 
 
 def solve_light(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor, fragments_size: int | None = None,
-                skin: torch.Tensor | None = None, ridge: float = 0.01) -> torch.Tensor:
+                skin: torch.Tensor | None = None, ridge: float = 0.03) -> torch.Tensor:
     """coeffs with their SH light (gamma) replaced by the least-squares light of the photo (`fit_sh_light`).
 
     The light that best explains the photo's colours at the seen vertices (`vertex_observations`) given the

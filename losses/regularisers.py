@@ -1,4 +1,4 @@
-"""Coefficient and reflectance regularisers (Deep3D's forms)."""
+"""Coefficient and reflectance regularisers (Deep3D's forms), and the albedo-gain anchor of the solved light."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,3 +36,17 @@ def albedo_flatness(albedo: torch.Tensor, skin_mask: torch.Tensor) -> torch.Tens
     """albedo: (B, N, 3), skin_mask: (N,) bool -> scalar variance of skin albedo around its mean."""
     skin = albedo[:, skin_mask]
     return (skin - skin.mean(1, keepdim=True)).pow(2).sum(-1).mean()
+
+
+def albedo_gain(albedo: torch.Tensor, reference: torch.Tensor, skin_mask: torch.Tensor) -> torch.Tensor:
+    """albedo: (B, N, 3), reference: (N, 3), skin_mask: (N,) bool -> scalar: the squared log ratio of each face's
+    mean skin albedo to the reference's, per colour channel, averaged.
+
+    A photo shows only albedo x light, so with the light solved from the photo (`coarse.light: solved`) the
+    split of brightness between them is free, and any loss term that is not exactly invariant to it (the
+    attribute net's, the ridge) walks the albedo's brightness away. This term holds that split at the
+    reference (the model's mean albedo) and leaves the albedo's pattern, which the photo does determine, free.
+    """
+    mean = albedo[:, skin_mask].mean(1).clamp(min=1e-3)
+    target = reference[skin_mask].mean(0).clamp(min=1e-3)
+    return (mean.log() - target.log()).pow(2).mean()

@@ -47,13 +47,17 @@ def sh_shading(normals: torch.Tensor, gamma: torch.Tensor, dc_init: float) -> to
 
 
 def fit_sh_light(albedo: torch.Tensor, normals: torch.Tensor, colours: torch.Tensor, weights: torch.Tensor,
-                 prior: torch.Tensor, dc_init: float, ridge: float = 0.01) -> torch.Tensor:
+                 prior: torch.Tensor, dc_init: float, ridge: float = 0.03) -> torch.Tensor:
     """The SH light that best explains observed vertex colours, in closed form (weighted ridge least squares).
 
     Lambertian shading is linear in the light: colour[v, c] = albedo[v, c] * sh_basis(normal[v]) . g[c], so each
     colour channel's 9 coefficients solve a 9 x 9 normal equation. The ridge pulls them toward `prior` (the
-    regressed light) by `ridge` times the summed weight, so a face seen from one side keeps the prior's
-    coefficients along the directions its normals do not span, and a face with no weight keeps the prior.
+    regressed light), so a face seen from one side keeps the prior's coefficients along the directions its
+    normals do not span, and a face with no weight keeps the prior. Its strength is `ridge` times the normal
+    matrix's mean eigenvalue (its trace / 9), per face and channel: scaling the albedo by s and the prior by 1/s
+    then scales the solved light by exactly 1/s. A strength that ignored the albedo's scale would weaken, relative
+    to the data, as the albedo brightens, so a brighter albedo would always fit the photo a little better and
+    training would drift the albedo bright and the light dark (it did: +16-26 % in 400 coarse steps).
 
     albedo, normals, colours: (B, N, 3); weights: (B, N) or (B, N, 1) >= 0 (0 for vertices not seen);
     prior: (B, 27) in sh_shading's convention (`dc_init` added to each DC term). Returns (B, 27), same convention.
@@ -68,7 +72,8 @@ def fit_sh_light(albedo: torch.Tensor, normals: torch.Tensor, colours: torch.Ten
     moment = (weighted * colours.transpose(1, 2).unsqueeze(-1)).sum(-2)  # (B, 3, 9)
     g0 = prior.reshape(b, 3, 9).clone()
     g0[:, :, 0] = g0[:, :, 0] + dc_init
-    strength = ridge * w.sum(1).clamp(min=1.0).reshape(b, 1, 1)           # per face
+    scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True)         # (B, 3, 1): the mean eigenvalue
+    strength = torch.where(scale > 0, ridge * scale, torch.ones_like(scale))  # nothing seen: the prior
     eye = torch.eye(9, dtype=albedo.dtype, device=albedo.device)
     g = torch.linalg.solve(gram + strength.unsqueeze(-1) * eye, (moment + strength * g0).unsqueeze(-1)).squeeze(-1)
     g = g.clone()

@@ -87,12 +87,12 @@ def test_every_stage_two_loss_term_reaches_the_regressor_and_both_gcns(tmp_path,
     batch = _samples(small_model, 2)
     terms, _, _ = objective.terms(batch, step_generator(0, 1))
     assert {"photo", "id", "att", "landmark", "reg", "correction", "rob", "sa_photo", "coarse_photo",
-            "reflectance"} <= set(terms)
+            "reflectance", "albedo_gain"} <= set(terms)
     groups = {"regressor": pipeline.regressor, "mesh refiner": pipeline.fine.mesh_refiner,
               "FAID decoder": pipeline.fine.faid_decoder}
     # The geometric auxiliaries (landmarks, coefficient prior) and stage 1's terms on the coarse render
     # cannot depend on the albedo GCNs.
-    geometric = {"landmark", "reg", "coarse_photo", "reflectance"}
+    geometric = {"landmark", "reg", "coarse_photo", "reflectance", "albedo_gain"}
     for name, term in terms.items():
         grads = torch.autograd.grad(term, [p for g in groups.values() for p in g.parameters()],
                                     retain_graph=True, allow_unused=True)

@@ -1,4 +1,6 @@
 """coarse.light "solved": the closed-form SH light (render.shading.fit_sh_light) and the pipeline around it."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from data.samples import collate_face_samples
 from experiments.config import ConfigError, load_config
 from experiments.evaluate import synthfaces_test_set
 from experiments.pipeline import FacePipeline, skin_reader
+from losses import albedo_gain
 from perception.training import CheckpointError
 from render.rasterizer import render_mesh
 from render.shading import fit_sh_light, sh_shading
@@ -67,6 +70,31 @@ def test_the_ridge_pulls_the_light_toward_the_prior_and_gradients_reach_every_in
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in inputs)
 
 
+def test_the_split_between_albedo_and_light_brightness_is_left_to_the_prior():
+    """Scaling the albedo by s and the prior light by 1/s scales the solved light by 1/s: the same render, so the
+    photo cannot prefer a brighter or darker albedo through the ridge (with a ridge blind to the albedo's scale,
+    the brighter albedo fitted better and training drifted toward it)."""
+    g = torch.Generator().manual_seed(4)
+    albedo, normals, gamma = _random_scene(g, b=2)
+    albedo, normals = albedo.double(), normals.double()
+    colours = albedo * sh_shading(normals, gamma.double(), C.SH_DC_INIT) + 0.05 * torch.randn(2, 400, 3, generator=g)
+    prior = 0.3 * torch.randn(2, 27, generator=g).double()
+
+    def with_dc(light):
+        light = light.reshape(2, 3, 9).clone()
+        light[..., 0] += C.SH_DC_INIT
+        return light
+
+    weights = torch.ones(2, 400, dtype=torch.float64)
+    base = with_dc(fit_sh_light(albedo, normals, colours, weights, prior, C.SH_DC_INIT, ridge=0.1))
+    for s in (0.5, 2.0):
+        scaled_prior = with_dc(prior) / s
+        scaled_prior[..., 0] -= C.SH_DC_INIT
+        solved = with_dc(fit_sh_light(s * albedo, normals, colours, weights, scaled_prior.reshape(2, 27),
+                                      C.SH_DC_INIT, ridge=0.1))
+        assert torch.allclose(solved * s, base, atol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def faces():
     model = build_synthface()
@@ -113,3 +141,25 @@ def test_a_solved_light_reads_skin_through_the_parsing_net_when_it_exists_and_ev
         skin_reader(solved)
     neither = load_config(None, {"fine": {"read_skin_only": False}, **missing})
     assert skin_reader(neither) is None
+
+
+def test_the_albedo_gain_anchor_sees_the_brightness_split_and_not_the_pattern():
+    model = build_synthface()
+    reference, skin = model.mean_albedo, model.skin_mask
+    pattern = reference.clone()
+    pattern[skin] = pattern[skin] + 0.05 * torch.sin(torch.arange(int(skin.sum())).float()).unsqueeze(-1)
+    pattern[skin] = pattern[skin] - pattern[skin].mean(0) + reference[skin].mean(0)  # the same mean, other pattern
+    pattern[~skin] = 0.2  # outside the skin: not counted
+    assert float(albedo_gain(pattern.unsqueeze(0), reference, skin)) < 1e-10
+    brighter, darker = albedo_gain(2 * reference[None], reference, skin), albedo_gain(reference[None] / 2, reference, skin)
+    assert float(brighter) == pytest.approx(math.log(2) ** 2, rel=1e-5)
+    assert float(darker) == pytest.approx(float(brighter), rel=1e-5)
+    gain = torch.tensor([1.2, 1.0, 0.9], requires_grad=True)
+    albedo_gain(reference[None] * gain, reference, skin).backward()
+    assert gain.grad[0] > 0 and abs(float(gain.grad[1])) < 1e-8 and gain.grad[2] < 0  # back toward the reference
+
+
+def test_the_default_anchors_the_albedo_gain_in_both_stages_and_the_paper_does_not(faces):
+    default, paper = load_config("experiments/configs/default.yaml"), load_config("experiments/configs/paper.yaml")
+    assert default.coarse.light == "solved" and default.losses.albedo_gain > 0
+    assert paper.coarse.light == "regressed" and paper.losses.albedo_gain == 0

@@ -1,7 +1,7 @@
 """Stage 1: the coarse regressor, self-supervised (Deep3D's recipe with the paper's L_id and L_att).
 
 L = photo (parsing-masked) + 0.2 id + 0.005 att + landmark (68 points when the batch has them, else 5)
-    + coefficient prior + skin-albedo flatness. No 3D labels: only images and their 2D landmarks.
+    + coefficient prior + skin-albedo flatness (+ the albedo-gain anchor with the light solved). No 3D labels: only images and their 2D landmarks.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from experiments.config import LossWeights
 from experiments.pipeline import FacePipeline, RenderedFace
 from losses import (
-    FeatureTargets, albedo_flatness, attribute_loss, coefficient_regulariser, identity_loss, landmark_loss,
+    FeatureTargets, albedo_flatness, albedo_gain, attribute_loss, coefficient_regulariser, identity_loss, landmark_loss,
     photometric_loss, skin_mask,
 )
 
@@ -79,6 +79,9 @@ class CoarseObjective:
         terms = face_terms(self.pipeline, self.nets, w, image, prediction.coeffs, rendered, mask, batch)
         if w.reflectance:
             terms["reflectance"] = albedo_flatness(rendered.geometry.albedo, self.pipeline.model.skin_mask)
+        if w.albedo_gain:
+            model = self.pipeline.model
+            terms["albedo_gain"] = albedo_gain(rendered.geometry.albedo, model.mean_albedo, model.skin_mask)
         total = sum(getattr(w, k) * v for k, v in terms.items())
         composite = rendered.image * rendered.mask + image * (1 - rendered.mask)
         visuals = {"composite": composite, "mask": mask, "rendered": rendered}

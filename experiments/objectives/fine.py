@@ -19,7 +19,7 @@ from augment.self_augmentation import PoseRanges, SelfAugmentation, SelfAugmenta
 from experiments.config import AugmentConfig, LossWeights
 from experiments.objectives.coarse import face_terms
 from experiments.pipeline import FacePipeline
-from losses import albedo_flatness, feature_targets, photometric_loss, skin_mask
+from losses import albedo_flatness, albedo_gain, feature_targets, photometric_loss, skin_mask
 from losses.robust import RobustWeights, robust_loss
 
 # Inside L_rob, identity and attribute terms keep eq. 5's ratio 0.2 : 0.005.
@@ -80,6 +80,10 @@ class FineObjective:
             if w.reflectance:
                 terms["reflectance"] = albedo_flatness(coarse.geometry.albedo, self.pipeline.model.skin_mask)
                 weighted["reflectance"] = w.reflectance
+        if w.albedo_gain:
+            model = self.pipeline.model
+            terms["albedo_gain"] = albedo_gain(prediction.coarse_albedo, model.mean_albedo, model.skin_mask)
+            weighted["albedo_gain"] = w.albedo_gain
         correction = (prediction.fine_albedo - prediction.coarse_albedo).pow(2).sum(-1).mean()
         terms["correction"], weighted["correction"] = correction, self.correction_weight
         augmented = None
