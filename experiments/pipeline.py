@@ -267,11 +267,11 @@ def file_sha1(path: str | Path) -> str | None:
 def fine_stage_inputs(cfg) -> dict[str, str]:
     """The frozen nets' checkpoint files a fine stage reads at inference, under the keys its checkpoint records their
     SHA-1 with: the FAID branch only makes sense with the attribute features it was trained on, and the mesh-wise
-    refiner with the parsing mask it read the photo through."""
+    refiner and the solved light with the parsing mask they read the photo through."""
     files = {}
     if cfg.fine.use_faid and cfg.fine.use_attributes:
         files["attribute_net_sha1"] = cfg.perception.attributes_checkpoint
-    if cfg.fine.read_skin_only:
+    if cfg.fine.read_skin_only or cfg.coarse.light == "solved":
         files["parsing_net_sha1"] = cfg.perception.parsing_checkpoint
     return files
 

@@ -11,7 +11,7 @@ from coarse.synthface import build_synthface
 from data.samples import collate_face_samples
 from experiments.config import ConfigError, load_config
 from experiments.evaluate import synthfaces_test_set
-from experiments.pipeline import FacePipeline, skin_reader
+from experiments.pipeline import FacePipeline, fine_stage_inputs, skin_reader
 from losses import albedo_gain
 from perception.training import CheckpointError
 from render.rasterizer import render_mesh
@@ -163,3 +163,10 @@ def test_the_default_anchors_the_albedo_gain_in_both_stages_and_the_paper_does_n
     default, paper = load_config("experiments/configs/default.yaml"), load_config("experiments/configs/paper.yaml")
     assert default.coarse.light == "solved" and default.losses.albedo_gain > 0
     assert paper.coarse.light == "regressed" and paper.losses.albedo_gain == 0
+
+
+def test_a_fine_checkpoint_records_the_parsing_net_whenever_the_light_reads_through_it():
+    for light, read_skin_only, recorded in (("solved", False, True), ("solved", True, True),
+                                            ("regressed", True, True), ("regressed", False, False)):
+        cfg = load_config(None, {"coarse": {"light": light}, "fine": {"read_skin_only": read_skin_only}})
+        assert ("parsing_net_sha1" in fine_stage_inputs(cfg)) == recorded, (light, read_skin_only)
