@@ -159,7 +159,7 @@ def test_the_albedo_gain_anchor_sees_the_brightness_split_and_not_the_pattern():
     assert gain.grad[0] > 0 and abs(float(gain.grad[1])) < 1e-8 and gain.grad[2] < 0  # back toward the reference
 
 
-def test_the_default_anchors_the_albedo_gain_in_both_stages_and_the_paper_does_not(faces):
+def test_the_default_anchors_the_albedo_gain_in_both_stages_and_the_paper_does_not():
     default, paper = load_config("experiments/configs/default.yaml"), load_config("experiments/configs/paper.yaml")
     assert default.coarse.light == "solved" and default.losses.albedo_gain > 0
     assert paper.coarse.light == "regressed" and paper.losses.albedo_gain == 0
