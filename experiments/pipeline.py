@@ -26,7 +26,7 @@ from coarse.regressor import CoarseRegressor
 from losses import feature_targets
 from perception.training import CheckpointError, read_checkpoint
 from render.rasterizer import rasterize, render_mesh
-from render.shading import fit_sh_light
+from render.shading import LIGHT_RIDGE, fit_sh_light
 from render.texture_sampling import sample_at_pixels, visible_vertices
 
 CHECKPOINT_FORMAT = "faid-recon"
@@ -120,7 +120,7 @@ def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: t
 
 
 def solve_light(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor, fragments_size: int | None = None,
-                skin: torch.Tensor | None = None, ridge: float = 0.03) -> torch.Tensor:
+                skin: torch.Tensor | None = None, ridge: float = LIGHT_RIDGE) -> torch.Tensor:
     """coeffs with their SH light (gamma) replaced by the least-squares light of the photo (`fit_sh_light`).
 
     The light that best explains the photo's colours at the seen vertices (`vertex_observations`) given the
