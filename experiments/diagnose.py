@@ -16,6 +16,8 @@ shading shows only the product of the albedo and the light, so a face's albedo b
 as far as the photo's colour predicts it. The floor is the error of an oracle that knows the true albedo's
 pattern and has to guess only its gain per channel, with the best log-linear predictor from the face's mean
 colour, fitted on `--fit-faces` SynthFaces train faces (never on the faces it is scored on).
+It also scores what the mesh-wise refiner reads: the photo unwrapped onto the vertices (divided by the shading),
+through the predicted geometry and light and through the true ones.
 
 The identity section splits the identity's share: the landmark error of the truth with only the first k
 identity modes true and the rest at the mean (the modes are ordered by size, so this says how many of them a
@@ -38,6 +40,7 @@ from coarse import coefficients as C
 from coarse.face_model import assemble_face, compute_albedo, project_landmarks
 from experiments import metrics as M
 from experiments.evaluate import git_commit, load_pipeline, paste, synthfaces_test_set
+from experiments.pipeline import observed_vertex_albedo
 from fileio import write_bytes_atomically, write_json_atomically, write_text_atomically
 
 GROUPS = {"pose": C.ANGLE, "translation": C.TRANS, "identity": C.ID, "expression": C.EXP, "albedo": C.TEX,
@@ -109,6 +112,26 @@ class GainPredictor:
         return (self.coefficients[0] + logs @ self.coefficients[1:]).exp()
 
 
+# The photo unwrapped onto the vertices (divided by the shading) as the mesh-wise refiner reads it, through the
+# prediction's geometry and light and through the true ones: how good stage 2's input is, and how much of its
+# error the coarse geometry puts there.
+UNWRAPPED = {"unwrapped_predicted": "the photo unwrapped through the predicted shape, pose and light",
+             "unwrapped_true": "the photo unwrapped through the true shape, pose and light"}
+
+
+def unwrapped_albedos(pipeline, image: torch.Tensor, prediction, true: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{UNWRAPPED key: (B, N, 3)} the photo divided by the shading at the vertices it sees (`observed_vertex_albedo`
+    at the pipeline's input size, through the same skin mask as the mesh-wise refiner), the predicted coarse
+    albedo where it sees nothing; once with the predicted coefficients (light as `predict` gives it), once with
+    the true ones."""
+    skin = pipeline.skin(image) if pipeline.refine_reads_skin else None
+    found = {}
+    for key, coeffs in zip(UNWRAPPED, (prediction.coeffs.float(), true)):
+        observed, seen = observed_vertex_albedo(pipeline.model, image, coeffs, pipeline.input_size, skin)
+        found[key] = torch.where(seen > 0, observed, prediction.coarse_albedo)
+    return found
+
+
 def _truth(model, batch: dict) -> tuple:
     face = assemble_face(model, batch["coeffs"], IMAGE_SIZE)
     visible = M.visible_vertices(face.vertices, face.normals, face.screen, model.triangles, model.skin_mask, IMAGE_SIZE)
@@ -174,8 +197,8 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
         rows[f"only {name} predicted"] = [g for g in GROUPS if g != name]
     landmarks = {row: [] for row in rows}
     psnr = {row: [] for row in rows}
-    albedo = {key: [] for key in ("mean_face", "coarse", "fine", "mean_face_gain", "coarse_gain", "fine_gain",
-                                  "oracle_gain_floor")}
+    albedo = {key: [] for name in ("mean_face", "coarse", "fine", *UNWRAPPED) for key in (name, f"{name}_gain")}
+    albedo["oracle_gain_floor"] = []
     first_modes = {k: [] for k in IDENTITY_MODES}
     identities = {"predicted": [], "true": []}
     count = 0
@@ -202,6 +225,7 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
                      "coarse": prediction.coarse_albedo}
         if prediction.fine_albedo is not None:
             estimates["fine"] = prediction.fine_albedo
+        estimates.update(unwrapped_albedos(pipeline, image, prediction, true))
         for name, estimate in estimates.items():
             estimate = estimate.expand_as(batch["albedo"]).clamp(0, 1)
             albedo[name] += M.albedo_error(estimate, batch["albedo"], visible).tolist()
@@ -245,7 +269,7 @@ def markdown(result: dict) -> str:
     al = result["albedo"]
     lines += ["", "## Albedo (MAE over visible skin vertices)", "",
               "| albedo | as predicted | after the least-squares gain per face and channel |", "|---|---:|---:|"]
-    for name, label in (("mean_face", "mean face"), ("coarse", "coarse (PCA)"), ("fine", "fine")):
+    for name, label in (("mean_face", "mean face"), ("coarse", "coarse (PCA)"), ("fine", "fine"), *UNWRAPPED.items()):
         if name in al:
             lines.append(f"| {label} | {al[name]:.4f} | {al[f'{name}_gain']:.4f} |")
     lines += [f"| oracle: true pattern, gain guessed from the face's mean colour | {al['oracle_gain_floor']:.4f} | |",
@@ -254,6 +278,11 @@ def markdown(result: dict) -> str:
               "that must also find the pattern is not expected to beat it: read it as a floor for the first column."]
     if "coarse" in al:
         lines.append(f"Floor / coarse: {al['oracle_gain_floor'] / al['coarse']:.2f}.")
+    if "unwrapped_true" in al:
+        lines += ["", "The unwrapped rows are what the mesh-wise refiner reads (the photo divided by the shading at "
+                  "the vertices it sees, at the regressor's input size; the coarse albedo elsewhere). Through the true "
+                  "geometry and light they bound what reading the photo can give at that size; through the "
+                  "predicted ones, the error the coarse geometry and light put into stage 2's input."]
     identity = result.get("identity")
     if identity:
         budget, correlation = identity["first_modes_true_landmarks_px"], identity["correlation"]

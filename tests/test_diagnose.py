@@ -89,6 +89,10 @@ def test_a_pipeline_that_predicts_the_truth_has_no_error_left_in_any_row(faces):
     albedo = result["albedo"]
     assert albedo["coarse"] < albedo["mean_face"]  # the true albedo coefficients: only the detail outside the PCA span
     assert albedo["coarse_gain"] < 0.01 and "fine" not in albedo
+    # Predicting the truth, the photo unwraps through the true geometry either way; dividing the render by its own
+    # shading gives back the albedo, up to the sampling at the 64-px input size.
+    assert albedo["unwrapped_predicted"] == pytest.approx(albedo["unwrapped_true"], abs=1e-6)
+    assert albedo["unwrapped_true"] < albedo["mean_face"]
     assert albedo["oracle_gain_floor"] < 1e-6
     budget = result["identity"]["first_modes_true_landmarks_px"]
     assert budget[str(C.N_ID)] < 1e-3 and budget["0"] > 1.0 and budget["10"] < budget["0"]
@@ -133,6 +137,8 @@ def test_the_mean_face_loses_landmarks_through_its_pose_and_never_through_its_li
     # the gain from the photo with a law fitted on train faces; a guess that ignores the photo does worse.
     albedo = result["albedo"]
     assert albedo["mean_face_gain"] < 0.6 * albedo["mean_face"]
+    # Unwrapped through the mean face's wrong pose and light the photo reads worse than through the true ones.
+    assert albedo["unwrapped_predicted"] > albedo["unwrapped_true"] + 0.01
     constant = D.diagnose(pipeline, dataset, _constant_gain(), FACES, batch_size=FACES, progress=False)["albedo"]
     assert constant["oracle_gain_floor"] > 1.2 * albedo["oracle_gain_floor"]  # a fit that ignores the photo is worse
 
