@@ -145,26 +145,34 @@ def train_parsing(cfg: Config) -> dict:
 
 def trained_epochs(path: str | Path) -> int:
     """Epochs recorded in a perception-net checkpoint; 0 when it is missing or unreadable."""
+    return checkpoint_state(path)[0]
+
+
+def checkpoint_state(path: str | Path) -> tuple[int, int | None]:
+    """(epochs recorded, input size in pixels) of a perception-net checkpoint; (0, None) when it is missing or
+    unreadable."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        return int(payload.get("metrics", {}).get("epochs", 0))
+        return int(payload.get("metrics", {}).get("epochs", 0)), payload.get("image_size")
     except Exception:  # missing, truncated or foreign: train it again
-        return 0
+        return 0, None
 
 
 def ensure_perception_nets(cfg: Config) -> None:
-    """Train whichever net has no finished checkpoint (called by `make train`).
+    """Train whichever net has no finished checkpoint at the configured input size (called by `make train`).
 
     Checkpoints are written after every epoch, so a run killed part-way leaves one with fewer epochs than
-    configured; that net is trained again from the start rather than used half-trained.
+    configured; that net is trained again from the start rather than used half-trained. A net trained at
+    another input size than the config's (`perception.*_train.image_size`) is trained again too.
     """
-    for name, path, epochs, run in (
-        ("attribute", cfg.perception.attributes_checkpoint, cfg.perception.attributes_train.epochs, train_attributes),
-        ("parsing", cfg.perception.parsing_checkpoint, cfg.perception.parsing_train.epochs, train_parsing),
+    for name, path, train_cfg, run in (
+        ("attribute", cfg.perception.attributes_checkpoint, cfg.perception.attributes_train, train_attributes),
+        ("parsing", cfg.perception.parsing_checkpoint, cfg.perception.parsing_train, train_parsing),
     ):
-        done = trained_epochs(path)
-        if done < epochs:
-            state = "no checkpoint" if done == 0 else f"only {done} of {epochs} epochs"
+        done, size = checkpoint_state(path)
+        if done < train_cfg.epochs or size != train_cfg.image_size:
+            state = ("no checkpoint" if done == 0 else f"only {done} of {train_cfg.epochs} epochs"
+                     if done < train_cfg.epochs else f"trained at {size} px, the config asks for {train_cfg.image_size}")
             print(f"{name} net at {path}: {state}; training it first")
             run(cfg)
 

@@ -21,7 +21,8 @@ def _config(tmp_path, **overrides):
     values = {
         "name": "test",
         "data": {"image_size": 48, "train_size": 16, "num_workers": 0, "cache_dir": str(tmp_path / "cache")},
-        "perception": {"attributes_checkpoint": str(tmp_path / "attr.pt"), "parsing_checkpoint": str(tmp_path / "parsing.pt")},
+        "perception": {"attributes_checkpoint": str(tmp_path / "attr.pt"), "parsing_checkpoint": str(tmp_path / "parsing.pt"),
+                       "attributes_train": {"image_size": 48}, "parsing_train": {"image_size": 48}},
         "coarse": {"steps": 2, "batch_size": 2, "pool_size": 16, "warm_start": {"steps": 2, "batch_size": 2}},
         "fine": {"enabled": False},
         "train": {"log_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ck"), "image_every": 2,
@@ -213,15 +214,21 @@ def test_perception_nets_command_trains_and_reports(tmp_path, capsys):
     assert (tmp_path / "a.pt").is_file() and (tmp_path / "p.pt").is_file()
 
 
-def test_half_trained_perception_net_is_trained_again(tmp_path, monkeypatch):
+def test_half_trained_perception_net_is_trained_again_and_so_is_one_at_another_size(tmp_path, monkeypatch):
     from experiments import perception_nets
 
     cfg = _config(tmp_path)
-    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=64), tmp_path / "attr.pt", {"epochs": 1})
-    save_parsing_net(ParsingNet(image_size=64), tmp_path / "parsing.pt", {"epochs": cfg.perception.parsing_train.epochs})
+    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=48), tmp_path / "attr.pt", {"epochs": 1})
+    save_parsing_net(ParsingNet(image_size=48), tmp_path / "parsing.pt", {"epochs": cfg.perception.parsing_train.epochs})
     calls = []
     monkeypatch.setattr(perception_nets, "train_attributes", lambda c: calls.append("attributes"))
     monkeypatch.setattr(perception_nets, "train_parsing", lambda c: calls.append("parsing"))
     perception_nets.ensure_perception_nets(cfg)
     assert calls == ["attributes"]
     assert perception_nets.trained_epochs(tmp_path / "missing.pt") == 0
+    # All epochs, but at another input size than the config's: a stale net, trained again.
+    save_parsing_net(ParsingNet(image_size=64), tmp_path / "parsing.pt", {"epochs": cfg.perception.parsing_train.epochs})
+    calls.clear()
+    perception_nets.ensure_perception_nets(cfg)
+    assert calls == ["attributes", "parsing"]
+    assert perception_nets.checkpoint_state(tmp_path / "parsing.pt") == (cfg.perception.parsing_train.epochs, 64)

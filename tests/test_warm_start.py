@@ -86,7 +86,7 @@ def test_a_short_warm_start_lowers_the_held_out_pose_error_well_below_the_mean_f
     cfg = load_config("experiments/configs/default.yaml", {
         "data": {"image_size": SIZE, "train_size": 1024, "num_workers": 0, "cache_dir": str(tmp_path / "cache")},
         "perception": {"attributes_checkpoint": str(tmp_path / "attr.pt"), "parsing_checkpoint": str(tmp_path / "parsing.pt"),
-                       "attributes_train": finished, "parsing_train": finished},
+                       "attributes_train": {**finished, "image_size": SIZE}, "parsing_train": {**finished, "image_size": SIZE}},
         "coarse": {"steps": 0, "pool_size": 1024, "warm_start": {"steps": 200, "batch_size": 32}},
         "fine": {"enabled": False},
         "train": {"log_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ck"), "eval_size": 0,
