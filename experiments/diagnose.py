@@ -119,12 +119,13 @@ UNWRAPPED = {"unwrapped_predicted": "the photo unwrapped through the predicted s
              "unwrapped_true": "the photo unwrapped through the true shape, pose and light"}
 
 
-def unwrapped_albedos(pipeline, image: torch.Tensor, prediction, true: torch.Tensor) -> dict[str, torch.Tensor]:
+def unwrapped_albedos(pipeline, image: torch.Tensor, prediction, true: torch.Tensor,
+                      skin: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """{UNWRAPPED key: (B, N, 3)} the photo divided by the shading at the vertices it sees (`observed_vertex_albedo`
     at the pipeline's input size, through the same skin mask as the mesh-wise refiner), the predicted coarse
     albedo where it sees nothing; once with the predicted coefficients (light as `predict` gives it), once with
-    the true ones."""
-    skin = pipeline.skin(image) if pipeline.refine_reads_skin else None
+    the true ones. skin: the parsing net's mask of image, when the caller has it."""
+    skin = pipeline.skin(image, skin) if pipeline.refine_reads_skin else None
     found = {}
     for key, coeffs in zip(UNWRAPPED, (prediction.coeffs.float(), true)):
         observed, seen = observed_vertex_albedo(pipeline.model, image, coeffs, pipeline.input_size, skin)
@@ -206,7 +207,8 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
         if batch.get("coeffs") is None or batch.get("albedo") is None:
             raise DiagnosisError("the data set has no true coefficients; the diagnosis runs on SynthFaces only")
         image = batch["clean_image"] if batch.get("clean_image") is not None else batch["image"]
-        prediction = pipeline.predict(image)
+        skin = pipeline.skin(image)  # the parsing net's mask, once: the light solve and the unwrapped rows read it
+        prediction = pipeline.predict(image, skin=skin)
         true = batch["coeffs"].float()
         for row, groups in rows.items():
             coeffs = with_true(prediction.coeffs.float(), true, groups)
@@ -225,7 +227,7 @@ def diagnose(pipeline, dataset, gain: GainPredictor, limit: int, batch_size: int
                      "coarse": prediction.coarse_albedo}
         if prediction.fine_albedo is not None:
             estimates["fine"] = prediction.fine_albedo
-        estimates.update(unwrapped_albedos(pipeline, image, prediction, true))
+        estimates.update(unwrapped_albedos(pipeline, image, prediction, true, skin))
         for name, estimate in estimates.items():
             estimate = estimate.expand_as(batch["albedo"]).clamp(0, 1)
             albedo[name] += M.albedo_error(estimate, batch["albedo"], visible).tolist()
