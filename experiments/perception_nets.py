@@ -143,11 +143,6 @@ def train_parsing(cfg: Config) -> dict:
     return metrics.to_dict()
 
 
-def trained_epochs(path: str | Path) -> int:
-    """Epochs recorded in a perception-net checkpoint; 0 when it is missing or unreadable."""
-    return checkpoint_state(path)[0]
-
-
 def checkpoint_state(path: str | Path) -> tuple[int, int | None]:
     """(epochs recorded, input size in pixels) of a perception-net checkpoint; (0, None) when it is missing or
     unreadable."""

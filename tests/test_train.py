@@ -225,7 +225,7 @@ def test_half_trained_perception_net_is_trained_again_and_so_is_one_at_another_s
     monkeypatch.setattr(perception_nets, "train_parsing", lambda c: calls.append("parsing"))
     perception_nets.ensure_perception_nets(cfg)
     assert calls == ["attributes"]
-    assert perception_nets.trained_epochs(tmp_path / "missing.pt") == 0
+    assert perception_nets.checkpoint_state(tmp_path / "missing.pt") == (0, None)
     # All epochs, but at another input size than the config's: a stale net, trained again.
     save_parsing_net(ParsingNet(image_size=64), tmp_path / "parsing.pt", {"epochs": cfg.perception.parsing_train.epochs})
     calls.clear()
