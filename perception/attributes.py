@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from perception.training import (  # noqa: F401  (CheckpointError and save_checkpoint_atomic are re-exported for callers)
-    CheckpointError, check_epochs, fit, make_loader, network_checkpoint, normalize_imagenet, read_checkpoint,
+    CheckpointError, NetTrainConfig, check_epochs, fit, make_loader, network_checkpoint, normalize_imagenet, read_checkpoint,
     resize_images, restore_weights, save_checkpoint_atomic,
 )
 
@@ -103,20 +103,12 @@ def load_attribute_net(path: str | os.PathLike, map_location: str | torch.device
 
 
 @dataclass
-class AttributeTrainConfig:
-    """Training settings. lr is AdamW's peak learning rate (warm-up then cosine decay)."""
+class AttributeTrainConfig(NetTrainConfig):
+    """Training settings (NetTrainConfig's); imagenet_init starts from torchvision's ResNet-18 when its file is
+    in the local torch hub cache."""
 
-    epochs: int = 10
     batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.05
-    image_size: int = 224
-    num_workers: int = 0
-    device: str = "auto"
-    seed: int = 0
     imagenet_init: bool = True
-    progress: bool = True
 
 
 @dataclass

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from perception.training import (
     CheckpointError,
+    NetTrainConfig,
     check_epochs,
     fit,
     make_loader,
@@ -125,20 +126,11 @@ def load_parsing_net(path: str | os.PathLike, map_location: str | torch.device =
 
 
 @dataclass
-class ParsingTrainConfig:
-    """Training settings. lr is AdamW's peak learning rate (warm-up then cosine decay)."""
+class ParsingTrainConfig(NetTrainConfig):
+    """Training settings (NetTrainConfig's) and the U-Net's encoder."""
 
     epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.05
-    image_size: int = 224
     encoder: str = "resnet18"
-    num_workers: int = 0
-    device: str = "auto"
-    seed: int = 0
-    progress: bool = True
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar
@@ -136,18 +137,21 @@ def open_summary_writer(log_dir: str | os.PathLike | None):
 # The training loop
 
 
-class LoopConfig(Protocol):
-    """The settings `fit` reads; AttributeTrainConfig and ParsingTrainConfig both have them."""
+@dataclass
+class NetTrainConfig:
+    """The settings `fit` reads, shared by AttributeTrainConfig and ParsingTrainConfig (which set their own
+    defaults and add their network's options). lr is AdamW's peak learning rate (warm-up then cosine decay)."""
 
-    epochs: int
-    batch_size: int
-    lr: float  # AdamW's peak learning rate
-    weight_decay: float
-    warmup_fraction: float  # of all steps, linear warm-up before the cosine decay
-    num_workers: int
-    device: str
-    seed: int
-    progress: bool
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05  # of all steps, linear warm-up before the cosine decay
+    image_size: int = 224
+    num_workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
 
 
 class EpochMetrics(Protocol):
@@ -163,14 +167,14 @@ class EpochMetrics(Protocol):
 MetricsT = TypeVar("MetricsT", bound=EpochMetrics)
 
 
-def check_epochs(config: LoopConfig) -> None:
+def check_epochs(config: NetTrainConfig) -> None:
     """Raise ValueError unless the config asks for at least one epoch."""
     if config.epochs < 1:
         raise ValueError(f"{type(config).__name__}.epochs must be at least 1")
 
 
 def fit(
-    config: LoopConfig,
+    config: NetTrainConfig,
     build_model: Callable[[], NetworkT],
     train_dataset: Dataset,
     batch_keys: Sequence[str],
@@ -202,7 +206,9 @@ def fit(
         log_dir: TensorBoard folder (train/loss and train/lr every step); None logs nothing.
         save_checkpoint: called with (model, metrics) after every epoch; None saves nothing.
 
-    Returns the last epoch's metrics, with the history of all epochs.
+    Returns the last epoch's metrics, with the history of all epochs. The checkpoint left is the last epoch's
+    too, not the best one: the held-out set is the one the nets' accuracy is reported on, so choosing an
+    epoch by it would flatter the report (the cosine schedule ends at a learning rate of 0 anyway).
     """
     from tqdm.auto import tqdm
 
