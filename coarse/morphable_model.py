@@ -106,6 +106,27 @@ class MorphableModel:
                 raise ValueError(f"morphable model '{self.name}': field {name} has the wrong shape or range")
 
 
+def mirror_vertices(positions: torch.Tensor, tolerance: float = 0.01) -> torch.Tensor:
+    """(N,) int64: for each vertex, the vertex nearest its mirror image across the x = 0 plane (left <-> right).
+
+    positions: (N, 3) a face centred on the sagittal plane (a model's mean shape). tolerance: the largest
+    accepted distance from a vertex's mirror image to its match, as a fraction of the face's width; a mesh that
+    is not left-right symmetric to within it raises ValueError (one line), since a map onto far-away vertices
+    would pair unrelated parts of the face.
+    """
+    from scipy.spatial import cKDTree
+
+    points = positions.detach().double().cpu().numpy()
+    mirrored = points * (-1.0, 1.0, 1.0)
+    distance, index = cKDTree(points).query(mirrored)
+    width = float(points[:, 0].max() - points[:, 0].min()) or 1.0
+    worst = float(distance.max()) / width
+    if worst > tolerance:
+        raise ValueError(f"the mesh is not left-right symmetric about x = 0: a mirrored vertex lies {worst:.1%} of "
+                         f"the face's width from the nearest vertex (tolerance {tolerance:.1%})")
+    return torch.as_tensor(index, dtype=torch.long, device=positions.device)
+
+
 def build_point_buf(triangles: torch.Tensor, num_vertices: int) -> torch.Tensor:
     """triangles: (F, 3) -> (N, K) adjacent-face indices padded with F."""
     f = triangles.shape[0]

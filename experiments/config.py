@@ -80,6 +80,9 @@ class LossWeights:
     # Holds each face's mean skin albedo at the model's mean (losses.albedo_gain): with the light solved from the
     # photo nothing else fixes how the brightness splits between albedo and light (the default sets 0.1).
     albedo_gain: float = 0.0
+    # Stage 2: left-right symmetry of the fine albedo (losses.albedo_symmetry), against the one-sided shading a
+    # wrong shape or light bakes into the albedo read from the photo. Not in the paper; 0 turns it off.
+    albedo_symmetry: float = 0.0
 
 
 BATCHNORM_MODES = ("recalibrate", "running", "frozen")

@@ -1,4 +1,5 @@
-"""Coefficient and reflectance regularisers (Deep3D's forms), and the albedo-gain anchor of the solved light."""
+"""Coefficient and reflectance regularisers (Deep3D's forms), the albedo-gain anchor of the solved light, and the
+left-right symmetry prior on a per-vertex albedo."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,3 +51,15 @@ def albedo_gain(albedo: torch.Tensor, reference: torch.Tensor, skin_mask: torch.
     mean = albedo[:, skin_mask].mean(1).clamp(min=1e-3)
     target = reference[skin_mask].mean(0).clamp(min=1e-3)
     return (mean.log() - target.log()).pow(2).mean()
+
+
+def albedo_symmetry(albedo: torch.Tensor, mirror: torch.Tensor, skin_mask: torch.Tensor) -> torch.Tensor:
+    """albedo: (B, N, 3), mirror: (N,) each vertex's left-right counterpart (coarse.morphable_model.mirror_vertices),
+    skin_mask: (N,) bool -> scalar: the squared difference between each skin vertex's albedo and its mirror's,
+    summed over channels and averaged.
+
+    A face's reflectance is close to symmetric (SynthFaces' true albedo: 0.005 mean absolute asymmetry), while the
+    shading that a wrong shape or light leaves in an albedo read from the photo usually is not: a light from one
+    side darkens one cheek. The term pulls the two apart without saying which half is right.
+    """
+    return (albedo[:, skin_mask] - albedo[:, mirror[skin_mask]]).pow(2).sum(-1).mean()

@@ -77,7 +77,7 @@ def _fine_pipeline(cfg, model, nets):
 
 
 def test_every_stage_two_loss_term_reaches_the_regressor_and_both_gcns(tmp_path, small_model, nets):
-    cfg = _config(tmp_path)
+    cfg = _config(tmp_path, losses={"albedo_symmetry": 1.0})  # off by default; on here so its gradients are checked
     pipeline = _fine_pipeline(cfg, small_model, nets)
     # Nudge the zero-initialised GCN outputs so gradients reach past them within one backward pass.
     with torch.no_grad():
@@ -88,7 +88,7 @@ def test_every_stage_two_loss_term_reaches_the_regressor_and_both_gcns(tmp_path,
     batch = _samples(small_model, 2)
     terms, _, _ = objective.terms(batch, step_generator(0, 1))
     assert {"photo", "id", "att", "landmark", "reg", "correction", "rob", "sa_photo", "coarse_photo",
-            "reflectance", "albedo_gain"} <= set(terms)
+            "reflectance", "albedo_gain", "albedo_symmetry"} <= set(terms)
     groups = {"regressor": pipeline.regressor, "mesh refiner": pipeline.fine.mesh_refiner,
               "FAID decoder": pipeline.fine.faid_decoder}
     # The geometric auxiliaries (landmarks, coefficient prior) and stage 1's terms on the coarse render

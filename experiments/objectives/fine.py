@@ -6,6 +6,7 @@ L = 1 L_photo + 0.2 L_id + 0.005 L_att + 0.001 L_rob           (eq. 5, on the fi
     + coarse_photo * stage 1's photometric loss on the coarse render (+ its albedo flatness): the fine render
       reproduces the photo it unwraps whatever the pose, so this is what keeps the pose and light honest
     + correction_weight * mean |T_f - T|^2 (the GCNs change only what the photo supports)
+    + albedo_symmetry * mean |T_f - mirror(T_f)|^2 over skin (off by default; not in the paper)
 L_rob (eq. 9) is the identity + attribute loss between the input and the reconstructions of its
 re-posed (I_rot) and occluded (I_occ) re-renders, seen in the original view, and between I_rot and its
 own reconstruction.
@@ -19,7 +20,8 @@ from augment.self_augmentation import PoseRanges, SelfAugmentation, SelfAugmenta
 from experiments.config import AugmentConfig, LossWeights
 from experiments.objectives.coarse import face_terms
 from experiments.pipeline import FacePipeline
-from losses import albedo_flatness, albedo_gain, feature_targets, photometric_loss, skin_mask
+from coarse.morphable_model import mirror_vertices
+from losses import albedo_flatness, albedo_gain, albedo_symmetry, feature_targets, photometric_loss, skin_mask
 from losses.robust import RobustWeights, robust_loss
 
 # Inside L_rob, identity and attribute terms keep eq. 5's ratio 0.2 : 0.005.
@@ -50,6 +52,7 @@ class FineObjective:
         self.pipeline, self.weights, self.correction_weight = pipeline, weights, correction_weight
         self.nets, self.parsing_net = (identity_net, attribute_net), parsing_net
         self.augmentation = self_augmentation_for(pipeline.model, augment, image_size) if weights.rob or weights.sa_photo else None
+        self.mirror = mirror_vertices(pipeline.model.mean_shape) if weights.albedo_symmetry else None
 
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole network as self-augmentation feeds it: images -> (coeffs, fine albedo)."""
@@ -86,6 +89,9 @@ class FineObjective:
             weighted["albedo_gain"] = w.albedo_gain
         correction = (prediction.fine_albedo - prediction.coarse_albedo).pow(2).sum(-1).mean()
         terms["correction"], weighted["correction"] = correction, self.correction_weight
+        if self.mirror is not None:
+            terms["albedo_symmetry"] = albedo_symmetry(prediction.fine_albedo, self.mirror, self.pipeline.model.skin_mask)
+            weighted["albedo_symmetry"] = w.albedo_symmetry
         augmented = None
         if self.augmentation is not None:
             augmented = self.augmentation(self.reconstruct, image, prediction.coeffs, prediction.fine_albedo, generator)
