@@ -77,7 +77,7 @@ def _fine_pipeline(cfg, model, nets):
 
 
 def test_every_stage_two_loss_term_reaches_the_regressor_and_both_gcns(tmp_path, small_model, nets):
-    cfg = _config(tmp_path, losses={"albedo_symmetry": 1.0})  # off by default; on here so its gradients are checked
+    cfg = _config(tmp_path)
     pipeline = _fine_pipeline(cfg, small_model, nets)
     # Nudge the zero-initialised GCN outputs so gradients reach past them within one backward pass.
     with torch.no_grad():
