@@ -11,6 +11,9 @@ Variants, in the paper's column order (each is the base config plus these overri
                                 with the input, but they are not fed back through the network
     no_fa     w/o FA            fine.use_attributes = false (the FAID vector holds identity features only)
 
+Beyond Table 2, trained only when --variants names it (EXTRA_VARIANTS):
+    no_sym    w/o symmetry      losses.albedo_symmetry = 0 (the embedded default's albedo symmetry prior off)
+
 Stage 1 (warm start + coarse) does not depend on these switches' stage-2 parts, so it is trained once
 (``fine.enabled: false``, into <checkpoints>/stage1) and its checkpoint files are copied into every variant's
 checkpoint folder before that variant trains: experiments.train then resumes past stage 1 and only stage 2
@@ -67,6 +70,17 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("no_sa", "w/o SA", {"augment": {"feedback": False}}),
     Variant("no_fa", "w/o FA", {"fine": {"use_attributes": False}}),
 )
+# Switches of this implementation that are not in the paper's Table 2: trained only when --variants names them.
+EXTRA_VARIANTS: tuple[Variant, ...] = (
+    Variant("no_sym", "w/o symmetry", {"losses": {"albedo_symmetry": 0.0}}),
+)
+
+
+def variants_for(only: tuple[str, ...] | None) -> tuple[Variant, ...]:
+    """Table 2's variants, plus the EXTRA_VARIANTS that `only` (the --variants names) asks for."""
+    return VARIANTS + tuple(v for v in EXTRA_VARIANTS if only is not None and v.name in only)
+
+
 # Minutes per variant on a 2-core CPU.
 QUICK_OVERRIDES = {
     "data": {"image_size": 64, "val_size": 16},
@@ -319,12 +333,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="take stage 1 from this finished run's checkpoint folder (e.g. checkpoints/default)")
     parser.add_argument("--variants", default=None,
                         help="comma-separated subset to train, e.g. full,no_sa (default: all of "
-                             + ",".join(v.name for v in VARIANTS) + ")")
+                             + ",".join(v.name for v in VARIANTS) + "; also "
+                             + ",".join(v.name for v in EXTRA_VARIANTS) + ", only when named)")
     args = parser.parse_args(argv)
     try:
         stage1 = args.stage1 or (own_finished_stage1(args.config) if args.quick else None)
         only = tuple(n.strip() for n in args.variants.split(",") if n.strip()) if args.variants is not None else None
-        run_sweep(args.out, args.quick, args.config, args.checkpoints, stage1_from=stage1, only=only)
+        run_sweep(args.out, args.quick, args.config, args.checkpoints, variants=variants_for(only), stage1_from=stage1,
+                  only=only)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -101,6 +101,17 @@ def test_variants_follow_the_papers_column_order_and_switches():
     assert by_name["no_fa"] == {"fine": {"use_attributes": False}}
 
 
+def test_the_symmetry_variant_is_trained_only_when_named_and_turns_the_default_prior_off():
+    assert S.variants_for(None) == S.VARIANTS and S.variants_for(("full", "no_sa")) == S.VARIANTS
+    chosen = S.variants_for(("full", "no_sym"))
+    assert chosen[:-1] == S.VARIANTS and chosen[-1].name == "no_sym"
+    from experiments.config import load_config
+
+    default = load_config("experiments/configs/default.yaml")
+    variant = load_config("experiments/configs/default.yaml", chosen[-1].overrides)
+    assert default.losses.albedo_symmetry > 0 and variant.losses.albedo_symmetry == 0
+
+
 def test_config_hash_ignores_names_and_folders_but_not_settings():
     base = {"name": "a", "train": {"checkpoint_dir": "x", "log_dir": "y", "seed": 0}, "losses": {"att": 0.005}}
     moved = {"name": "b", "train": {"checkpoint_dir": "z", "log_dir": "w", "seed": 0}, "losses": {"att": 0.005}}
