@@ -60,6 +60,7 @@ def albedo_symmetry(albedo: torch.Tensor, mirror: torch.Tensor, skin_mask: torch
 
     A face's reflectance is close to symmetric (SynthFaces' true albedo: 0.005 mean absolute asymmetry), while the
     shading that a wrong shape or light leaves in an albedo read from the photo usually is not: a light from one
-    side darkens one cheek. The term pulls the two apart without saying which half is right.
+    side darkens one cheek. The term pulls each pair together without saying which half is right.
     """
-    return (albedo[:, skin_mask] - albedo[:, mirror[skin_mask]]).pow(2).sum(-1).mean()
+    skin_mask = skin_mask.to(albedo.device)
+    return (albedo[:, skin_mask] - albedo[:, mirror.to(albedo.device)[skin_mask]]).pow(2).sum(-1).mean()

@@ -6,7 +6,7 @@ L = 1 L_photo + 0.2 L_id + 0.005 L_att + 0.001 L_rob           (eq. 5, on the fi
     + coarse_photo * stage 1's photometric loss on the coarse render (+ its albedo flatness): the fine render
       reproduces the photo it unwraps whatever the pose, so this is what keeps the pose and light honest
     + correction_weight * mean |T_f - T|^2 (the GCNs change only what the photo supports)
-    + albedo_symmetry * mean |T_f - mirror(T_f)|^2 over skin (off by default; not in the paper)
+    + albedo_symmetry * mean |T_f - mirror(T_f)|^2 over skin (the embedded default's prior; not in the paper)
 L_rob (eq. 9) is the identity + attribute loss between the input and the reconstructions of its
 re-posed (I_rot) and occluded (I_occ) re-renders, seen in the original view, and between I_rot and its
 own reconstruction.
@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 
 from augment.self_augmentation import PoseRanges, SelfAugmentation, SelfAugmentationConfig
+from coarse.morphable_model import mirror_vertices
 from experiments.config import AugmentConfig, LossWeights
 from experiments.objectives.coarse import face_terms
 from experiments.pipeline import FacePipeline
-from coarse.morphable_model import mirror_vertices
 from losses import albedo_flatness, albedo_gain, albedo_symmetry, feature_targets, photometric_loss, skin_mask
 from losses.robust import RobustWeights, robust_loss
 
