@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -22,6 +23,9 @@ from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
 from experiments.config import Config, ConfigError, PerceptionTrainConfig, load_config
 from perception.attributes import AttributeTrainConfig, train_attribute_net
 from perception.parsing import ParsingTrainConfig, parsing_labels_from_masks, train_parsing_net
+from perception.training import NetTrainConfig
+
+NetConfigT = TypeVar("NetConfigT", bound=NetTrainConfig)
 
 
 class RenderedOnce(Dataset):
@@ -113,12 +117,17 @@ def parsing_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     )
 
 
+def _net_config(kind: type[NetConfigT], settings: PerceptionTrainConfig) -> NetConfigT:
+    """`kind` (AttributeTrainConfig, ParsingTrainConfig) with the fields a config's perception.*_train sets."""
+    return kind(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+                image_size=settings.image_size, device=settings.device)
+
+
 def train_attributes(cfg: Config) -> dict:
-    t = cfg.perception.attributes_train
     train_set, val_set, names = attribute_datasets(cfg)
     metrics = train_attribute_net(
         train_set, val_set,
-        AttributeTrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, image_size=t.image_size, device=t.device),
+        _net_config(AttributeTrainConfig, cfg.perception.attributes_train),
         log_dir=Path("runs") / cfg.name / "attributes", checkpoint_path=cfg.perception.attributes_checkpoint,
         attribute_names=names,
     )
@@ -130,11 +139,10 @@ def train_attributes(cfg: Config) -> dict:
 
 
 def train_parsing(cfg: Config) -> dict:
-    t = cfg.perception.parsing_train
     train_set, val_set = parsing_datasets(cfg)
     metrics = train_parsing_net(
         train_set, val_set,
-        ParsingTrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, image_size=t.image_size, device=t.device),
+        _net_config(ParsingTrainConfig, cfg.perception.parsing_train),
         log_dir=Path("runs") / cfg.name / "parsing", checkpoint_path=cfg.perception.parsing_checkpoint,
     )
     print(f"parsing net: held-out mean IoU {metrics.mean_iou:.3f} (majority baseline {metrics.majority_mean_iou:.3f}), "

@@ -10,7 +10,7 @@ The training pieces it shares with the parsing network live in `perception.train
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from perception.training import (  # noqa: F401  (CheckpointError and save_checkpoint_atomic are re-exported for callers)
-    CheckpointError, NetTrainConfig, check_epochs, fit, make_loader, network_checkpoint, normalize_imagenet, read_checkpoint,
-    resize_images, restore_weights, save_checkpoint_atomic,
+    CheckpointError, EpochMetrics, NetTrainConfig, check_epochs, fit, make_loader, network_checkpoint,
+    normalize_imagenet, read_checkpoint, resize_images, restore_weights, save_checkpoint_atomic,
 )
 
 FEATURE_DIM = 512
@@ -112,7 +112,7 @@ class AttributeTrainConfig(NetTrainConfig):
 
 
 @dataclass
-class AttributeMetrics:
+class AttributeMetrics(EpochMetrics):
     """Held-out results. Accuracies are fractions in [0, 1] over the labelled (non-NaN) entries;
     the majority baseline predicts, per attribute, the training set's more frequent value."""
 
@@ -121,14 +121,6 @@ class AttributeMetrics:
     majority_accuracy: list[float]
     mean_accuracy: float
     mean_majority_accuracy: float
-    val_loss: float
-    train_loss: float = float("nan")
-    epochs: int = 0
-    seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def masked_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

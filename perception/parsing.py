@@ -11,7 +11,7 @@ marks unlabelled pixels); SynthFaces labels come from `parsing_labels_from_masks
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from perception.training import (
     CheckpointError,
+    EpochMetrics,
     NetTrainConfig,
     check_epochs,
     fit,
@@ -134,7 +135,7 @@ class ParsingTrainConfig(NetTrainConfig):
 
 
 @dataclass
-class ParsingMetrics:
+class ParsingMetrics(EpochMetrics):
     """Held-out results over all labelled pixels. IoU per class (indexed by class id; NaN for a
     class absent from both prediction and labels), mean IoU over classes present. Baselines:
     predicting the training set's most frequent class everywhere, and all-background."""
@@ -147,14 +148,6 @@ class ParsingMetrics:
     majority_mean_iou: float
     majority_pixel_accuracy: float
     background_mean_iou: float
-    val_loss: float
-    train_loss: float = float("nan")
-    epochs: int = 0
-    seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _batch_parsing(batch: dict, image_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -154,14 +154,19 @@ class NetTrainConfig:
     progress: bool = True
 
 
-class EpochMetrics(Protocol):
-    """The held-out metrics `fit` completes after each epoch (AttributeMetrics, ParsingMetrics)."""
+@dataclass(kw_only=True)
+class EpochMetrics:
+    """What every network's held-out metrics hold (AttributeMetrics and ParsingMetrics add their scores): the
+    evaluation fills val_loss, and `fit` fills the rest after each epoch."""
 
     val_loss: float
-    train_loss: float
-    epochs: int
-    seconds: float
-    history: list[dict]
+    train_loss: float = float("nan")
+    epochs: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 MetricsT = TypeVar("MetricsT", bound=EpochMetrics)

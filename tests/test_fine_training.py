@@ -10,7 +10,6 @@ from coarse.regressor import CoarseRegressor
 from coarse.synthface import build_synthface
 from data.samples import collate_face_samples
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
-from experiments.config import load_config
 from experiments.loop import Distributed, StepSampler
 from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
@@ -19,34 +18,21 @@ from experiments.train import train
 from perception.attributes import AttributeNet, save_attribute_net
 from perception.identity import build_identity_net
 from perception.parsing import ParsingNet, save_parsing_net
+from tests.tiny_runs import SIZE, save_trained_looking_perception_nets, tiny_config
 
 RESOLUTION = 41  # a 1,681-vertex SynthFace: the smallest whose hierarchy has the GCNs' 5 levels
-SIZE = 48
 
 
 def _config(tmp_path, **overrides):
-    values = {
-        "name": "test",
-        "model": {"synthface_resolution": RESOLUTION},
-        "data": {"image_size": SIZE, "train_size": 16, "num_workers": 0, "cache_dir": str(tmp_path / "cache")},
-        "perception": {"attributes_checkpoint": str(tmp_path / "attr.pt"), "parsing_checkpoint": str(tmp_path / "parsing.pt"),
-                       "attributes_train": {"image_size": SIZE}, "parsing_train": {"image_size": SIZE}},
-        "coarse": {"steps": 1, "batch_size": 2, "pool_size": 16, "warm_start": {"steps": 1, "batch_size": 2}},
-        "fine": {"steps": 2, "batch_size": 2},
-        "train": {"log_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ck"), "image_every": 2,
-                  "checkpoint_every": 1, "log_every": 1, "eval_size": 0},
-    }
-    for section, fields in overrides.items():
-        values[section] = {**values.get(section, {}), **fields}
-    return load_config("experiments/configs/default.yaml", values)
+    return tiny_config(tmp_path, {"model": {"synthface_resolution": RESOLUTION},
+                                  "coarse": {"steps": 1, "batch_size": 2, "pool_size": 16,
+                                             "warm_start": {"steps": 1, "batch_size": 2}},
+                                  "fine": {"steps": 2, "batch_size": 2}}, **overrides)
 
 
 @pytest.fixture()
 def run_dir(tmp_path):
-    finished = {"epochs": _config(tmp_path).perception.attributes_train.epochs}
-    torch.manual_seed(0)
-    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=SIZE), tmp_path / "attr.pt", finished)
-    save_parsing_net(ParsingNet(image_size=SIZE), tmp_path / "parsing.pt", finished)
+    save_trained_looking_perception_nets(_config(tmp_path))
     return tmp_path
 
 

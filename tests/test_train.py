@@ -5,7 +5,7 @@ from torch import nn
 from coarse import coefficients as C
 from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
 from experiments import train as train_module
-from experiments.config import ConfigError, load_config
+from experiments.config import ConfigError
 from experiments.loop import StepSampler
 from experiments.objectives import coarse as coarse_objective_module
 from experiments.objectives.coarse import CoarseObjective
@@ -15,30 +15,18 @@ from experiments.train import main, overrides_from, train
 from perception.attributes import AttributeNet, load_attribute_net, save_attribute_net
 from perception.identity import build_identity_net
 from perception.parsing import ParsingNet, load_parsing_net, save_parsing_net
+from tests.tiny_runs import save_trained_looking_perception_nets, tiny_config
 
 
 def _config(tmp_path, **overrides):
-    values = {
-        "name": "test",
-        "data": {"image_size": 48, "train_size": 16, "num_workers": 0, "cache_dir": str(tmp_path / "cache")},
-        "perception": {"attributes_checkpoint": str(tmp_path / "attr.pt"), "parsing_checkpoint": str(tmp_path / "parsing.pt"),
-                       "attributes_train": {"image_size": 48}, "parsing_train": {"image_size": 48}},
-        "coarse": {"steps": 2, "batch_size": 2, "pool_size": 16, "warm_start": {"steps": 2, "batch_size": 2}},
-        "fine": {"enabled": False},
-        "train": {"log_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ck"), "image_every": 2,
-                  "checkpoint_every": 1, "log_every": 1, "eval_size": 0},
-    }
-    for section, fields in overrides.items():
-        values[section] = {**values.get(section, {}), **fields}
-    return load_config("experiments/configs/default.yaml", values)
+    return tiny_config(tmp_path, {"coarse": {"steps": 2, "batch_size": 2, "pool_size": 16,
+                                             "warm_start": {"steps": 2, "batch_size": 2}},
+                                  "fine": {"enabled": False}}, **overrides)
 
 
 @pytest.fixture()
 def perception_checkpoints(tmp_path):
-    torch.manual_seed(0)
-    finished = {"epochs": _config(tmp_path).perception.attributes_train.epochs}  # counts as fully trained
-    save_attribute_net(AttributeNet(SYNTHFACES_ATTRIBUTES, image_size=48), tmp_path / "attr.pt", finished)
-    save_parsing_net(ParsingNet(image_size=48), tmp_path / "parsing.pt", finished)
+    save_trained_looking_perception_nets(_config(tmp_path))
     return tmp_path
 
 
