@@ -19,7 +19,9 @@ Stage 1 (warm start + coarse) does not depend on these switches' stage-2 parts, 
 checkpoint folder before that variant trains: experiments.train then resumes past stage 1 and only stage 2
 (fine + self-augmentation) differs between variants. ``--stage1 DIR`` (``make ablations STAGE1=DIR``) takes
 stage 1 from a finished run instead, e.g. ``checkpoints/default`` after ``make train``: its coarse.pt must
-be trained for the same model and image size, and at least as many steps as the sweep's config asks.
+be trained for the same model and image size, and at least as many steps as the sweep's config asks. A variant
+whose config is the one that run's stage 2 was trained under (its last.pt records the config and the perception
+nets' SHA-1), typically ``full`` on the default config, is evaluated from that run's last.pt instead of trained.
 With --quick and no --stage1, the base config's own run is reused when it has finished stage 1, since a
 minutes-long stage 1 from random weights leaves nothing for the variants to differ on.
 
@@ -198,6 +200,27 @@ def reusable_stage1(folder: Path, cfg) -> str | None:
     return None
 
 
+def reusable_variant(folder: Path, cfg) -> Path | None:
+    """folder/last.pt when it is a finished stage 2 trained under cfg itself (names and folders aside) and with the
+    perception nets cfg points at, so that the variant needs no training; else None. A finished `make train`
+    is the full model of a sweep on its own config, for example."""
+    from experiments.pipeline import CHECKPOINT_FORMAT, file_sha1, fine_stage_inputs
+    from perception.training import CheckpointError, read_checkpoint
+
+    path = folder / "last.pt"
+    try:
+        payload = read_checkpoint(path, CHECKPOINT_FORMAT)
+    except CheckpointError:
+        return None
+    if payload.get("stage") != "fine" or int(payload.get("step", 0)) < cfg.fine.steps:
+        return None
+    if config_hash(payload.get("config") or {}) != config_hash(_resolved(cfg)):
+        return None
+    if any(payload.get(key) != file_sha1(file) for key, file in fine_stage_inputs(cfg).items()):
+        return None
+    return path
+
+
 def default_train(cfg) -> dict:
     from experiments.train import train
 
@@ -285,17 +308,25 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
             print(f"[sweep] {variant.name} ({variant.label}): not selected (--variants) and not finished; left out")
             continue
         else:
-            print(f"[sweep] {variant.name} ({variant.label}): training stage 2")
             checkpoint_dir = checkpoint_root / variant.name
-            _claim_folder(checkpoint_dir, digest, stage1_dir)
-            if _was_stopped(train_fn(cfg)):
-                raise SweepStopped(f"{variant.name} stopped early; its checkpoint is in {checkpoint_dir}; "
-                                   "rerun to resume")
-            metrics = evaluate_fn(cfg, checkpoint_dir / "last.pt", variant_out, quick)
+            reused = reusable_variant(stage1_dir, cfg) if stage1_from is not None else None
+            if reused is not None:
+                print(f"[sweep] {variant.name} ({variant.label}): {reused} was trained under this variant's "
+                      "config; evaluated, not trained again")
+                checkpoint = reused
+            else:
+                print(f"[sweep] {variant.name} ({variant.label}): training stage 2")
+                _claim_folder(checkpoint_dir, digest, stage1_dir)
+                if _was_stopped(train_fn(cfg)):
+                    raise SweepStopped(f"{variant.name} stopped early; its checkpoint is in {checkpoint_dir}; "
+                                       "rerun to resume")
+                checkpoint = checkpoint_dir / "last.pt"
+            metrics = evaluate_fn(cfg, checkpoint, variant_out, quick)
             metrics["sweep"] = {"variant": variant.name, "label": variant.label, "config_hash": digest,
-                                "overrides": variant.overrides, "quick": quick}
+                                "overrides": variant.overrides, "quick": quick, "checkpoint": str(checkpoint)}
             write_evaluation(metrics, variant_out)
-            _drop_stale(checkpoint_dir)
+            if reused is None:
+                _drop_stale(checkpoint_dir)
             metrics = json.loads(metrics_path.read_text())
         entries[variant.name] = {"label": variant.label, "config_hash": digest, "overrides": variant.overrides,
                                  "metrics": {k: metrics.get(k) for k in ("methods", "methods_absent", "identity_nets",

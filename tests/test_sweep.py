@@ -161,6 +161,51 @@ def test_a_run_of_another_image_size_or_unfinished_is_refused_as_stage_one(tmp_p
                         variants=VARIANTS[:1], train_fn=None, evaluate_fn=fake_evaluate, stage1_from=folder)
 
 
+def test_the_variant_a_finished_run_was_trained_as_is_evaluated_from_it_not_trained_again(tmp_path):
+    from dataclasses import asdict
+
+    import yaml
+
+    from experiments.config import load_config
+    from experiments.pipeline import CHECKPOINT_FORMAT, file_sha1
+    from perception.training import save_checkpoint_atomic
+
+    for net in ("attr.pt", "parsing.pt"):
+        (tmp_path / net).write_bytes(net.encode())
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"perception": {"attributes_checkpoint": str(tmp_path / "attr.pt"),
+                                                   "parsing_checkpoint": str(tmp_path / "parsing.pt")}}))
+    cfg = load_config(base, {"train": {"checkpoint_dir": str(tmp_path / "default")}})
+    run = tmp_path / "default"
+    nets = {"attribute_net_sha1": file_sha1(tmp_path / "attr.pt"), "parsing_net_sha1": file_sha1(tmp_path / "parsing.pt")}
+    for stage, steps in (("warm_start", cfg.coarse.warm_start.steps), ("coarse", cfg.coarse.steps),
+                         ("last", cfg.fine.steps)):
+        save_checkpoint_atomic({"format": CHECKPOINT_FORMAT, "stage": "fine" if stage == "last" else stage,
+                                "step": steps, "config": asdict(cfg), **nets}, run / f"{stage}.pt")
+    trained, evaluated = [], []
+
+    def training(cfg):
+        trained.append(cfg.name)
+        (Path(cfg.train.checkpoint_dir) / "last.pt").write_text("fine")
+        return {"fine": {"step": cfg.fine.steps, "stopped": False}}
+
+    def evaluate(cfg, checkpoint, out_dir, quick):
+        evaluated.append((cfg.name, Path(checkpoint)))
+        return fake_evaluate(cfg, tmp_path / "fine.txt", out_dir, quick)
+
+    (tmp_path / "fine.txt").write_text("fine")
+    sweep = dict(quick=False, base_config=base, checkpoint_root=tmp_path / "ck", log_root=tmp_path / "runs",
+                 variants=S.VARIANTS, train_fn=training, evaluate_fn=evaluate, stage1_from=run)
+    summary = S.run_sweep(tmp_path / "reports", only=("full", "no_sa"), **sweep)
+    assert trained == ["ablation_no_sa"]  # full is the finished run's own config
+    assert evaluated == [("ablation_full", run / "last.pt"), ("ablation_no_sa", tmp_path / "ck" / "no_sa" / "last.pt")]
+    assert set(summary["variants"]) == {"full", "no_sa"} and not (tmp_path / "ck" / "full").exists()
+
+    (tmp_path / "attr.pt").write_bytes(b"retrained")  # the run's FAID branch read other attribute features
+    S.run_sweep(tmp_path / "reports2", only=("full",), **sweep)
+    assert trained == ["ablation_no_sa", "ablation_full"]
+
+
 def test_variants_trains_only_the_named_ones_and_keeps_finished_others_in_the_table(tmp_path):
     training = FakeTraining()
     first = S.run_sweep(tmp_path / "reports", quick=True, base_config=None, checkpoint_root=tmp_path / "ck",
