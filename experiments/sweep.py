@@ -200,11 +200,10 @@ def reusable_stage1(folder: Path, cfg) -> str | None:
     return None
 
 
-def reusable_variant(folder: Path, cfg) -> Path | None:
-    """folder/last.pt when it is a finished stage 2 trained under cfg itself (names and folders aside) and with the
-    perception nets cfg points at, so that the variant needs no training; else None. A finished `make train`
-    is the full model of a sweep on its own config, for example."""
-    from experiments.pipeline import CHECKPOINT_FORMAT, file_sha1, fine_stage_inputs
+def finished_stage2(folder: Path) -> dict | None:
+    """What `reusable_variant` compares of folder/last.pt, read once: its path, steps, config hash and the perception
+    nets' SHA-1 it recorded; None unless it holds a finished stage 2."""
+    from experiments.pipeline import CHECKPOINT_FORMAT
     from perception.training import CheckpointError, read_checkpoint
 
     path = folder / "last.pt"
@@ -212,13 +211,23 @@ def reusable_variant(folder: Path, cfg) -> Path | None:
         payload = read_checkpoint(path, CHECKPOINT_FORMAT)
     except CheckpointError:
         return None
-    if payload.get("stage") != "fine" or int(payload.get("step", 0)) < cfg.fine.steps:
+    if payload.get("stage") != "fine":
         return None
-    if config_hash(payload.get("config") or {}) != config_hash(_resolved(cfg)):
+    return {"path": path, "step": int(payload.get("step", 0)), "config_hash": config_hash(payload.get("config") or {}),
+            "inputs": {key: value for key, value in payload.items() if key.endswith("_net_sha1")}}
+
+
+def reusable_variant(run: dict | None, cfg) -> Path | None:
+    """The run's last.pt (`finished_stage2`) when it was trained under cfg itself (names and folders aside), for
+    cfg's steps and with the perception nets cfg points at, so that the variant needs no training; else None. A
+    finished `make train` is the full model of a sweep on its own config, for example."""
+    from experiments.pipeline import file_sha1, fine_stage_inputs
+
+    if run is None or run["step"] < cfg.fine.steps or run["config_hash"] != config_hash(_resolved(cfg)):
         return None
-    if any(payload.get(key) != file_sha1(file) for key, file in fine_stage_inputs(cfg).items()):
+    if any(run["inputs"].get(key) != file_sha1(file) for key, file in fine_stage_inputs(cfg).items()):
         return None
-    return path
+    return run["path"]
 
 
 def default_train(cfg) -> dict:
@@ -294,6 +303,7 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
         if unknown or not only:
             raise SweepStopped(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; "
                                f"choose from {', '.join(v.name for v in variants)}")
+    finished_run = finished_stage2(stage1_dir) if stage1_from is not None else None  # read once, not per variant
     entries = {}
     for variant in variants:
         overrides = merge(common, variant.overrides, folders(variant.name))
@@ -309,7 +319,7 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
             continue
         else:
             checkpoint_dir = checkpoint_root / variant.name
-            reused = reusable_variant(stage1_dir, cfg) if stage1_from is not None else None
+            reused = reusable_variant(finished_run, cfg)
             if reused is not None:
                 print(f"[sweep] {variant.name} ({variant.label}): {reused} was trained under this variant's "
                       "config; evaluated, not trained again")
