@@ -39,6 +39,7 @@ SynthFaces test split) and <out>/metrics.json, report.md, report.html, ablations
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import shutil
@@ -303,7 +304,8 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
         if unknown or not only:
             raise SweepStopped(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; "
                                f"choose from {', '.join(v.name for v in variants)}")
-    finished_run = finished_stage2(stage1_dir) if stage1_from is not None else None  # read once, not per variant
+    # The --stage1 run's last.pt (300 MB) is read at most once, and only when a variant is about to be trained.
+    finished_run = functools.cache(lambda: finished_stage2(stage1_dir) if stage1_from is not None else None)
     entries = {}
     for variant in variants:
         overrides = merge(common, variant.overrides, folders(variant.name))
@@ -319,7 +321,7 @@ def run_sweep(out_dir: str | Path = "reports/ablations", quick: bool = False,
             continue
         else:
             checkpoint_dir = checkpoint_root / variant.name
-            reused = reusable_variant(finished_run, cfg)
+            reused = reusable_variant(finished_run(), cfg)
             if reused is not None:
                 print(f"[sweep] {variant.name} ({variant.label}): {reused} was trained under this variant's "
                       "config; evaluated, not trained again")
