@@ -14,7 +14,6 @@ The perception nets have their trained architecture but untrained weights: speed
 from __future__ import annotations
 
 import contextlib
-import time
 
 import torch
 
@@ -125,10 +124,3 @@ def run(quick: bool = False) -> list[dict]:
     for name, size, batch_size, resolution in CASES:
         results += _case(cfg, name, size, batch_size, resolution, 3 if quick else 7)
     return results
-
-
-if __name__ == "__main__":
-    start = time.time()
-    for r in run(quick=True):
-        print(r)
-    print(f"{time.time() - start:.0f} s")
