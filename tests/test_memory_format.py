@@ -63,10 +63,13 @@ def test_attribute_features_and_their_input_gradient_match_nchw_after_a_round_tr
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_identity_embedding_and_its_input_gradient_match_nchw(images):
+def test_identity_embedding_and_its_input_gradient_match_a_float64_reference(images):
+    """Against float64, not against the float32 NCHW layout: on an Intel Xeon with AMX (2026-11-27) oneDNN's fp32
+    NCHW backward gave this net's input gradient 1.3 % off float64 (0.0055 at worst), channels-last 5e-5."""
     net = build_identity_net("dlib").eval()
     assert is_channels_last(net.backbone)
     got = output_and_input_gradient(net, images)
-    want = output_and_input_gradient(nchw_copy(net), images)
+    want = output_and_input_gradient(nchw_copy(net).double(), images.double())
     for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        assert float((a.double() - b).norm() / b.norm()) < 2e-4
+        torch.testing.assert_close(a, b.float(), atol=1e-4, rtol=1e-3)
