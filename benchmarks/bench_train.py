@@ -35,7 +35,8 @@ from perception.identity import build_identity_net
 from perception.parsing import ParsingNet
 
 
-def _step(objective, parameters, batch, generator=None):
+def adam_step(objective, parameters, batch, generator=None):
+    """A callable running one training step of `objective` (Adam) on `batch`, drawing from `generator` if given."""
     optimiser = torch.optim.Adam(parameters, lr=1e-5)
 
     def run():
@@ -67,7 +68,7 @@ def run(quick: bool = False) -> list[dict]:
         pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False, precision=precision), size,
                                 light=cfg.coarse.light)
         objective = CoarseObjective(pipeline, cfg.losses, *nets)
-        ms = median_ms(_step(objective, pipeline.parameters(), batch), repeats)
+        ms = median_ms(adam_step(objective, pipeline.parameters(), batch), repeats)
         coarse_ms[size] = ms
         results.append(entry("coarse_step_ms", ms, "ms", image_size=size, **common))
         results.append(entry("coarse_step_over_resnet50_fwd", ms / batch_size / yardstick, "ratio", image_size=size, **common))
@@ -77,7 +78,7 @@ def run(quick: bool = False) -> list[dict]:
             warm_ms = {}
             for each in dict.fromkeys(("fp32", precision)):
                 pipeline.regressor.precision = each
-                warm_ms[each] = median_ms(_step(warm, pipeline.parameters(), batch), repeats)
+                warm_ms[each] = median_ms(adam_step(warm, pipeline.parameters(), batch), repeats)
                 results.append(entry("warm_start_step_ms", warm_ms[each], "ms", image_size=size, **{**common, "precision": each}))
             pipeline.regressor.precision = precision
             if precision != "fp32":
@@ -102,7 +103,7 @@ def perception_train_entries(cfg, repeats: int, common: dict) -> list[dict]:
             net = build(train.image_size).train()
             if layout == "nchw":
                 net.to(memory_format=torch.contiguous_format)
-            steps[layout] = _step(lambda batch, net=net: (net(batch["image"]).float().square().mean(), None, None),
+            steps[layout] = adam_step(lambda batch, net=net: (net(batch["image"]).float().square().mean(), None, None),
                                   net.parameters(), {"image": images})
         times = {layout: [] for layout in steps}
         for _ in range(repeats):  # alternated, so both layouts see the same machine load
@@ -115,16 +116,22 @@ def perception_train_entries(cfg, repeats: int, common: dict) -> list[dict]:
     return out
 
 
+def fine_pipeline(cfg, model, size: int, nets, precision: str = "fp32", device: torch.device | str = "cpu") -> FacePipeline:
+    """A stage-2 pipeline as `make train` builds it (untrained weights) around the given perception nets, on device."""
+    pipeline = FacePipeline(model, CoarseRegressor(imagenet_weights=False, precision=precision), size,
+                            light=cfg.coarse.light, refine_reads_skin=cfg.fine.read_skin_only)
+    pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, model, device, nets=nets[:2])
+    pipeline.parsing_net = skin_reader(cfg, device, net=nets[2])
+    return pipeline.to(device)
+
+
 def fine_step_entries(cfg, data, batch, nets, coarse_ms: float, repeats: int, common: dict) -> list[dict]:
     """fine_step_ms and its breakdown (forward-only timings of the parts, same batch)."""
     size = batch["image"].shape[-1]
-    pipeline = FacePipeline(data.model, CoarseRegressor(imagenet_weights=False, precision=common["precision"]), size,
-                            light=cfg.coarse.light, refine_reads_skin=cfg.fine.read_skin_only)
-    pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, data.model, nets=nets[:2])
-    pipeline.parsing_net = skin_reader(cfg, net=nets[2])
+    pipeline = fine_pipeline(cfg, data.model, size, nets, common["precision"])
     objective = FineObjective(pipeline, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, size)
     generator = step_generator(0, 1)
-    ms = median_ms(_step(objective, pipeline.parameters(), batch, generator), repeats)
+    ms = median_ms(adam_step(objective, pipeline.parameters(), batch, generator), repeats)
     image = batch["image"]
 
     def timed(fn):

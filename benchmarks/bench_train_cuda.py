@@ -17,6 +17,7 @@ import contextlib
 
 import torch
 
+from benchmarks.bench_train import adam_step, fine_pipeline
 from benchmarks.timing import entry, median_ms, resnet50_fwd_ms_per_image
 from coarse.regressor import CoarseRegressor
 from coarse.synthface import build_synthface
@@ -25,7 +26,7 @@ from data.synthfaces import SYNTHFACES_ATTRIBUTES, SynthFaces, SynthFacesConfig
 from experiments.config import load_config
 from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
-from experiments.pipeline import FacePipeline, build_fine_parts, skin_reader
+from experiments.pipeline import FacePipeline
 from perception.attributes import AttributeNet
 from perception.identity import build_identity_net
 from perception.parsing import ParsingNet
@@ -45,19 +46,6 @@ def tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _step(objective, parameters, batch, with_generator: bool):
-    optimiser = torch.optim.Adam(parameters, lr=1e-5)
-    counter = iter(range(10**9))
-
-    def run():
-        loss, _, _ = objective(batch, step_generator(0, next(counter))) if with_generator else objective(batch)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-
-    return run
-
-
 def training_steps(cfg, size: int, batch_size: int, resolution: int | None, device: torch.device):
     """{"coarse": step, "fine": step} (each a callable running one whole training step with Adam) and the mesh's
     vertex count, for `batch_size` SynthFaces at `size` px on a SynthFace of `resolution` (None: the default)."""
@@ -71,14 +59,10 @@ def training_steps(cfg, size: int, batch_size: int, resolution: int | None, devi
             ParsingNet(image_size=size).to(device).eval().requires_grad_(False))
     model = model.to(device)
     coarse = FacePipeline(model, CoarseRegressor(imagenet_weights=False), size, light=cfg.coarse.light).to(device)
-    fine = FacePipeline(model, CoarseRegressor(imagenet_weights=False), size, light=cfg.coarse.light,
-                        refine_reads_skin=cfg.fine.read_skin_only)
-    fine.fine, fine.identity_net, fine.attribute_net = build_fine_parts(cfg, model, device, nets=nets[:2])
-    fine.parsing_net = skin_reader(cfg, device, net=nets[2])
-    fine = fine.to(device)
-    steps = {"coarse": _step(CoarseObjective(coarse, cfg.losses, *nets), coarse.parameters(), batch, False),
-             "fine": _step(FineObjective(fine, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, size),
-                           fine.parameters(), batch, True)}
+    fine = fine_pipeline(cfg, model, size, nets, device=device)
+    steps = {"coarse": adam_step(CoarseObjective(coarse, cfg.losses, *nets), coarse.parameters(), batch),
+             "fine": adam_step(FineObjective(fine, cfg.losses, cfg.augment, cfg.fine.correction_weight, *nets, size),
+                           fine.parameters(), batch, step_generator(0, 1))}
     return steps, int(model.mean_shape.shape[0])
 
 

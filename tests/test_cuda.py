@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks.bench_render import bfm_sized_face_surface
+from benchmarks.bench_train_cuda import tf32
 from coarse.face_model import camera_for
 from coarse.synthface import build_synthface
 from data.synthfaces import SYNTHFACES_ATTRIBUTES
@@ -26,10 +27,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(autouse=True)
 def exact_fp32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    with tf32(False):
+        yield
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
