@@ -72,4 +72,4 @@ def test_identity_embedding_and_its_input_gradient_match_a_float64_reference(ima
     want = output_and_input_gradient(nchw_copy(net).double(), images.double())
     for a, b in zip(got, want):
         assert float((a.double() - b).norm() / b.norm()) < 2e-4
-        torch.testing.assert_close(a, b.float(), atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(a, b.float(), atol=3e-5, rtol=1e-4)  # fp32 rounding alone: 1.3e-5 at worst
