@@ -179,6 +179,10 @@ class FineConfig(StageConfig):
     use_attributes: bool = True       # FA features in the FAID vector (False: identity only, "w/o FA")
     fusion: str = "average"           # average (the paper's) | learned
     chebyshev_k: int = 6
+    # Feature channels of both branches per mesh level, finest first (fine.FineStage's `channels`). Level 0 (the
+    # 9,025-vertex mesh on the embedded default) costs the most: there a Chebyshev block's K - 1 sparse products
+    # run over every input channel of every face.
+    channels: tuple[int, ...] = (16, 32, 32, 64)
     regressor_lr_scale: float = 0.1   # the pre-trained regressor moves slower than the new GCNs
     correction_weight: float = 0.01   # L2 prior on the fine albedo correction (keeps it to what the photo shows)
     read_skin_only: bool = True       # the mesh-wise refiner reads the photo only where the parsing net sees skin
@@ -248,7 +252,17 @@ def _build(cls, values: dict, where: str):
         raise ConfigError(f"{where}.{exc}") from None
 
 
+def _check_ints(value, where: str) -> tuple[int, ...]:
+    """A YAML list of positive integers (a tuple[int, ...] field) -> tuple."""
+    if not isinstance(value, (list, tuple)) or not value or \
+            not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ConfigError(f"{where}: expected a non-empty list of positive integers, e.g. [8, 16, 32, 64], got {value!r}")
+    return tuple(value)
+
+
 def _check_scalar(value, hint, where: str):
+    if typing.get_origin(hint) is tuple:
+        return _check_ints(value, where)
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return None

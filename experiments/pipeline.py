@@ -300,7 +300,8 @@ def build_fine_parts(cfg, model: MorphableModel, device: torch.device | str = "c
             feature_dim += FEATURE_DIM
     hierarchy = build_mesh_hierarchy(model.mean_shape.cpu(), model.triangles.cpu(), cache_dir=Path(cfg.data.cache_dir) / "mesh_hierarchy")
     fine = FineStage(hierarchy, feature_dim=feature_dim or None, fusion=cfg.fine.fusion, use_mesh=cfg.fine.use_mesh,
-                     use_faid=cfg.fine.use_faid, K=cfg.fine.chebyshev_k, mesh_in_channels=MESH_INPUT_CHANNELS)
+                     use_faid=cfg.fine.use_faid, channels=cfg.fine.channels, K=cfg.fine.chebyshev_k,
+                     mesh_in_channels=MESH_INPUT_CHANNELS)
     return fine.to(device), identity_net, attribute_net
 
 

@@ -35,3 +35,20 @@ def test_paper_recipe_loads_with_the_papers_settings():
     assert cfg.data.image_size == 224 and cfg.fine.batch_size == 16 and cfg.coarse.lr == 1e-4
     assert cfg.coarse.lr_decay == 0.9 and cfg.coarse.steps + cfg.fine.steps == 200_000
     assert cfg.coarse.warm_start.enabled == "off" and cfg.data.dataset == "celeba"
+
+
+def test_fine_channels_is_a_list_of_positive_integers_and_survives_a_checkpoints_config(tmp_path):
+    from dataclasses import asdict
+
+    cfg = load_config(None, {"fine": {"channels": [8, 16, 32, 64]}})
+    assert cfg.fine.channels == (8, 16, 32, 64)
+    # A checkpoint stores asdict(cfg) and rebuilds the config from it; one written before the field existed has none.
+    assert load_config(None, asdict(cfg)).fine.channels == (8, 16, 32, 64)
+    older = asdict(cfg)
+    del older["fine"]["channels"]
+    assert load_config(None, older).fine.channels == (16, 32, 32, 64)
+    bad = tmp_path / "bad.yaml"
+    for value in ("[]", "[8, 0, 32]", "8", "[8.5, 16]", "[true]"):
+        bad.write_text(f"fine: {{channels: {value}}}\n")
+        with pytest.raises(ConfigError, match="fine.channels: expected a non-empty list of positive integers"):
+            load_config(bad)

@@ -62,6 +62,14 @@ def _fine_pipeline(cfg, model, nets):
     return pipeline
 
 
+def test_both_branches_take_their_widths_from_fine_channels(tmp_path, small_model, nets):
+    for channels in ((4, 8, 8, 8), (6, 12)):
+        fine, _, _ = build_fine_parts(_config(tmp_path, fine={"channels": list(channels)}), small_model, nets=nets[:2])
+        assert fine.mesh_refiner.channels == fine.faid_decoder.channels == channels
+        assert fine.mesh_refiner.encoder[0].out_channels == fine.faid_decoder.decoder[0].out_channels == channels[0]
+        assert fine.mesh_refiner.output.in_features == channels[0]
+
+
 def test_every_stage_two_loss_term_reaches_the_regressor_and_both_gcns(tmp_path, small_model, nets):
     cfg = _config(tmp_path)
     pipeline = _fine_pipeline(cfg, small_model, nets)
