@@ -57,7 +57,8 @@ def run(quick: bool = False) -> list[dict]:
             ParsingNet(image_size=cfg.perception.parsing_train.image_size).eval().requires_grad_(False))
     results = []
     precision = resolve_precision(cfg.train.precision)
-    nets[2].precision = precision  # as experiments.train sets it
+    for net in nets:  # as experiments.train sets them
+        net.precision = precision
     yardstick = resnet50_fwd_ms_per_image(batch_size, 224, repeats)
     common = {"batch": batch_size, "device": "cpu", "threads": threads, "precision": precision}
     results.append(entry("resnet50_fwd_ms_per_image", yardstick, "ms", image_size=224, **common))

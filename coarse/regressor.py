@@ -97,6 +97,8 @@ class CoarseRegressor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # bf16: the backbone's convolutions run in bfloat16 (weights stay float32), the heads in float32.
         bf16 = resolve_precision(self.precision, images.device.type) == "bf16"
+        if bf16:  # oneDNN's bfloat16 convolutions prefer NHWC: a 64-px training step (batch 32) 1.1x faster here
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
             features = self.backbone(images)
         features = features.float().reshape(images.shape[0], -1, 1, 1)

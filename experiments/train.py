@@ -247,12 +247,14 @@ def training_precision(cfg: Config, device: torch.device) -> str:
 
 
 def perception_nets(cfg: Config, device: torch.device):
-    """The frozen identity, attribute and parsing nets. The parsing net's mask (no gradient) runs at the training
-    precision; the identity and attribute nets, whose gradients train the regressor, stay in float32."""
+    """The frozen identity, attribute and parsing nets, all three at the training precision (train.precision):
+    in bfloat16 the identity and attribute nets' input gradients, which train the regressor, keep a cosine of
+    0.98 with float32's and their features 0.9996 (64-px renders), and a stage-2 step takes 0.86 x the time."""
     identity_net = build_identity_net(cfg.perception.identity_net, cfg.perception.facenet_weights, device=device).eval()
     attribute_net = load_attribute_net(cfg.perception.attributes_checkpoint, device).eval().requires_grad_(False)
     parsing_net = load_parsing_net(cfg.perception.parsing_checkpoint, device).eval().requires_grad_(False)
-    parsing_net.precision = training_precision(cfg, device)
+    for net in (identity_net, attribute_net, parsing_net):
+        net.precision = training_precision(cfg, device)
     return identity_net, attribute_net, parsing_net
 
 

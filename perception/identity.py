@@ -126,6 +126,9 @@ class IdentityNet(nn.Module):
         self.backbone.eval()
         # NHWC convolutions: forward + input gradient 1.3x faster than NCHW on a 2-core CPU (dlib net, batch 32).
         self.backbone.to(memory_format=torch.channels_last)
+        # "bf16": the backbone runs under bfloat16 autocast (features and gradients come back in float32); a
+        # training-time speed-up that experiments.train sets from train.precision. Evaluation keeps "fp32".
+        self.precision = "fp32"
 
     def train(self, mode: bool = True) -> "IdentityNet":
         super().train(mode)
@@ -154,7 +157,11 @@ class IdentityNet(nn.Module):
         wanted = [name for name in layers if name not in ("chip", "embedding")]
         if "embedding" in layers and "descriptor" not in wanted:
             wanted.append("descriptor")
-        out = self.backbone.features(chips, wanted) if wanted else {}
+        out = {}
+        if wanted:
+            with torch.autocast(chips.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                out = self.backbone.features(chips, wanted)
+            out = {name: value.float() for name, value in out.items()}
         if "embedding" in layers:
             out["embedding"] = F.normalize(out["descriptor"], dim=1)
             if "descriptor" not in layers:
