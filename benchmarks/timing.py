@@ -25,6 +25,21 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1, device: s
     return statistics.median(times)
 
 
+def alternating_median_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """{name: median wall time of fn() in ms}, the functions called in turn for `repeats` rounds (after `warmup`
+    untimed rounds), so that every one of them sees the same machine load: for ratios between them."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -64,3 +64,22 @@ def test_gpu_training_benchmark_times_whole_steps_and_measures_nothing_without_a
         assert names.count(name) == 2, name  # fp32 and TF32
     assert all(r["value"] > 0 for r in found)
     assert {r["config"]["vertices"] for r in found} == {1681}
+
+
+def test_alternating_timer_calls_the_functions_in_turn_and_returns_each_ones_median():
+    import time
+
+    from benchmarks.timing import alternating_median_ms
+
+    calls = []
+
+    def sleeper(name, seconds):
+        def run():
+            calls.append(name)
+            time.sleep(seconds)
+        return run
+
+    ms = alternating_median_ms({"short": sleeper("short", 0.002), "long": sleeper("long", 0.02)}, repeats=3, warmup=1)
+    assert calls == ["short", "long"] * 4  # one untimed round, then three timed ones, alternating
+    assert set(ms) == {"short", "long"}
+    assert 2 <= ms["short"] < ms["long"] and ms["long"] >= 20
