@@ -186,6 +186,12 @@ class FineConfig(StageConfig):
     regressor_lr_scale: float = 0.1   # the pre-trained regressor moves slower than the new GCNs
     correction_weight: float = 0.01   # L2 prior on the fine albedo correction (keeps it to what the photo shows)
     read_skin_only: bool = True       # the mesh-wise refiner reads the photo only where the parsing net sees skin
+    read_skin_threshold: float = 0.5  # ... i.e. where its skin probability is at least this
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 < self.read_skin_threshold <= 1.0:
+            raise ConfigError(f"read_skin_threshold: a skin probability in (0, 1], got {self.read_skin_threshold}")
 
 
 @dataclass

@@ -128,7 +128,8 @@ def unwrapped_albedos(pipeline, image: torch.Tensor, prediction, true: torch.Ten
     skin = pipeline.skin(image, skin) if pipeline.refine_reads_skin else None
     found = {}
     for key, coeffs in zip(UNWRAPPED, (prediction.coeffs.float(), true)):
-        observed, seen = observed_vertex_albedo(pipeline.model, image, coeffs, pipeline.input_size, skin)
+        observed, seen = observed_vertex_albedo(pipeline.model, image, coeffs, pipeline.input_size, skin,
+                                                pipeline.skin_threshold)
         found[key] = torch.where(seen > 0, observed, prediction.coarse_albedo)
     return found
 

@@ -79,14 +79,15 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def vertex_observations(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor,
-                        fragments_size: int | None = None, skin: torch.Tensor | None = None
-                        ) -> tuple[FaceGeometry, torch.Tensor, torch.Tensor]:
+                        fragments_size: int | None = None, skin: torch.Tensor | None = None,
+                        skin_threshold: float = 0.5) -> tuple[FaceGeometry, torch.Tensor, torch.Tensor]:
     """The photo read at every projected vertex (no gradient): -> (face, colours (B, N, 3), seen (B, N, 1)).
 
     image: (B, 3, S, S) in [0, 1]; coeffs: (B, 257); skin: optional (B, 1, S', S') skin probability (the parsing
     net's mask M). A vertex counts as seen when it passes the depth test, faces the camera, projects at least
     one pixel inside the face's silhouette (border vertices would read the background) and, with `skin`, lands
-    on skin (occluders are not read). `face` is assemble_face(model, coeffs) at the sampling size.
+    where the skin probability is at least `skin_threshold` (occluders are not read). `face` is
+    assemble_face(model, coeffs) at the sampling size.
     """
     size = fragments_size or image.shape[-1]
     with torch.no_grad():
@@ -98,14 +99,14 @@ def vertex_observations(model: MorphableModel, image: torch.Tensor, coeffs: torc
         points = face.screen[..., :2]
         seen &= sample_at_pixels(interior, points)[..., 0] > 0.5
         if skin is not None:
-            seen &= sample_at_pixels(resize_square(skin.to(image.dtype), size), points)[..., 0] >= 0.5
+            seen &= sample_at_pixels(resize_square(skin.to(image.dtype), size), points)[..., 0] >= skin_threshold
         colours = sample_at_pixels(resize_square(image, size), points)
     return face, colours, seen.unsqueeze(-1).to(image.dtype)
 
 
 def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: torch.Tensor,
-                           fragments_size: int | None = None, skin: torch.Tensor | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+                           fragments_size: int | None = None, skin: torch.Tensor | None = None,
+                           skin_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """The photo read at every projected vertex and divided by the predicted shading (no gradient).
 
     Arguments as `vertex_observations`. Returns (albedo (B, N, 3) in [0, 1.5], zero where not seen; seen (B, N, 1)).
@@ -113,7 +114,7 @@ def observed_vertex_albedo(model: MorphableModel, image: torch.Tensor, coeffs: t
     optimiser: rendered with the same geometry it reproduces the photo whatever that geometry is, so a gradient
     through it would only teach the regressor to stop caring about pose.
     """
-    face, colours, seen = vertex_observations(model, image, coeffs, fragments_size, skin)
+    face, colours, seen = vertex_observations(model, image, coeffs, fragments_size, skin, skin_threshold)
     with torch.no_grad():
         albedo = (colours / face.shading.clamp(min=0.05)).clamp(0, 1.5)
     return albedo * seen, seen
@@ -142,18 +143,21 @@ class FacePipeline(nn.Module):
     fine: a fine.FineStage or None; identity_net / attribute_net: the FAID feature extractors (needed with
     a FAID branch); use_attributes: include the attribute features in the FAID vector; parsing_net: when set,
     the photo is read only where this net sees skin, by the light solve and (with refine_reads_skin,
-    ``fine.read_skin_only``) by the mesh-wise refiner; light: "regressed" or "solved" (``coarse.light``).
+    ``fine.read_skin_only``) by the mesh-wise refiner; light: "regressed" or "solved" (``coarse.light``);
+    skin_threshold: the skin probability from which the mesh-wise refiner reads a vertex (``fine.read_skin_threshold``).
     """
 
     def __init__(self, model: MorphableModel, regressor: CoarseRegressor, input_size: int, fine: nn.Module | None = None,
                  identity_net: nn.Module | None = None, attribute_net: nn.Module | None = None,
                  use_attributes: bool = True, checkpoint: str | None = None, stage: str = "coarse",
-                 parsing_net: nn.Module | None = None, light: str = "regressed", refine_reads_skin: bool = True):
+                 parsing_net: nn.Module | None = None, light: str = "regressed", refine_reads_skin: bool = True,
+                 skin_threshold: float = 0.5):
         super().__init__()
         self.model, self.regressor, self.input_size = model, regressor, int(input_size)
         self.fine, self.identity_net, self.attribute_net = fine, identity_net, attribute_net
         self.parsing_net, self.light, self.refine_reads_skin = parsing_net, light, refine_reads_skin
         self.use_attributes, self.checkpoint, self.stage = use_attributes, checkpoint, stage
+        self.skin_threshold = skin_threshold
 
     @property
     def has_fine(self) -> bool:
@@ -194,7 +198,7 @@ class FacePipeline(nn.Module):
             parsing_net = skin_reader(cfg, device, parsing_net) if cfg.fine.read_skin_only else parsing_net
         pipeline = cls(model, regressor, cfg.data.image_size, fine, identity_net, attribute_net,
                        cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"), parsing_net,
-                       cfg.coarse.light, cfg.fine.read_skin_only)
+                       cfg.coarse.light, cfg.fine.read_skin_only, cfg.fine.read_skin_threshold)
         return pipeline.to(device).eval()
 
     def faid_features(self, images: torch.Tensor, targets=None) -> torch.Tensor:
@@ -215,7 +219,8 @@ class FacePipeline(nn.Module):
         if features is None and getattr(self.fine, "use_faid", False):
             features = self.faid_features(images, targets)
         skin = self.skin(images, skin) if self.refine_reads_skin else None
-        observed, visible = observed_vertex_albedo(self.model, images, coeffs, self.input_size, skin)
+        observed, visible = observed_vertex_albedo(self.model, images, coeffs, self.input_size, skin,
+                                                   self.skin_threshold)
         mesh_input = torch.cat([coarse_albedo, observed, visible], dim=-1)
         return self.fine(coarse_albedo, features, mesh_input=mesh_input), features
 

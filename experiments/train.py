@@ -281,7 +281,8 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
     model = model.to(device)
     torch.manual_seed(cfg.train.seed)  # weights must not depend on whether the pool came from the cache
     pipeline = FacePipeline(model, new_regressor(cfg, device), cfg.data.image_size, light=cfg.coarse.light,
-                            refine_reads_skin=cfg.fine.read_skin_only).to(device)
+                            refine_reads_skin=cfg.fine.read_skin_only,
+                            skin_threshold=cfg.fine.read_skin_threshold).to(device)
     identity_net, attribute_net, parsing_net = perception_nets(cfg, device)
     workers = 0 if isinstance(pool, RenderedOnce) else cfg.data.num_workers  # in memory: nothing to overlap
 

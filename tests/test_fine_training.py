@@ -252,8 +252,9 @@ def test_two_process_gloo_run_averages_to_the_one_process_gradient(tmp_path, sma
 
 
 def test_full_run_writes_the_held_out_table_under_stable_names(run_dir):
-    cfg = _config(run_dir, fine={"steps": 1}, train={"eval_size": 4})
+    cfg = _config(run_dir, fine={"steps": 1, "read_skin_threshold": 0.8}, train={"eval_size": 4})
     summary = train(cfg)
+    assert FacePipeline.from_checkpoint(run_dir / "ck" / "last.pt").skin_threshold == 0.8  # the checkpoint's, not 0.5
     import json
 
     saved = json.loads((run_dir / "runs" / "summary.json").read_text())

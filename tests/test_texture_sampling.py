@@ -78,3 +78,17 @@ def test_observed_albedo_reads_only_skin_and_not_the_silhouette_border():
     near_edge = torch.zeros(64, 64, dtype=torch.bool)
     near_edge[1:-1, 1:-1] = covered[1:-1, 1:-1] & ~(covered[:-2, 1:-1] & covered[2:, 1:-1] & covered[1:-1, :-2] & covered[1:-1, 2:])
     assert everywhere[0, near_edge[rows, cols], 0].sum() == 0
+
+
+def test_a_vertex_is_read_only_where_the_skin_probability_reaches_the_threshold():
+    model = build_synthface(resolution=40)
+    coeffs = _coeffs(model)
+    face, image = _rendered(model, coeffs, 64)
+    skin = torch.ones(1, 1, 64, 64)
+    skin[..., :32] = 0.7  # a faint occluder over the left half, as thin glasses frames or hair strands come out
+    _, default = observed_vertex_albedo(model, image, coeffs, skin=skin)
+    _, strict = observed_vertex_albedo(model, image, coeffs, skin=skin, skin_threshold=0.95)
+    left = face.screen[0, :, 0] < 31
+    right = face.screen[0, :, 0] > 33
+    assert default[0, left, 0].sum() > 0 and strict[0, left, 0].sum() == 0
+    assert torch.equal(strict[0, right, 0], default[0, right, 0])
