@@ -30,7 +30,7 @@ from experiments.config import load_config
 from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
 from experiments.objectives.warm_start import WarmStartObjective
-from experiments.pipeline import FacePipeline, build_fine_parts, skin_reader, solve_light
+from experiments.pipeline import FacePipeline, build_fine_parts, reading_options, skin_reader, solve_light
 from losses import feature_targets, skin_mask
 from perception.attributes import AttributeNet
 from perception.identity import build_identity_net
@@ -125,8 +125,7 @@ NARROW_GCNS = (8, 16, 32, 64)
 def fine_pipeline(cfg, model, size: int, nets, precision: str = "fp32", device: torch.device | str = "cpu") -> FacePipeline:
     """A stage-2 pipeline as `make train` builds it (untrained weights) around the given perception nets, on device."""
     pipeline = FacePipeline(model, CoarseRegressor(imagenet_weights=False, precision=precision), size,
-                            light=cfg.coarse.light, refine_reads_skin=cfg.fine.read_skin_only,
-                            skin_threshold=cfg.fine.read_skin_threshold)
+                            **reading_options(cfg))
     pipeline.fine, pipeline.identity_net, pipeline.attribute_net = build_fine_parts(cfg, model, device, nets=nets[:2])
     pipeline.parsing_net = skin_reader(cfg, device, net=nets[2])
     return pipeline.to(device)

@@ -198,7 +198,7 @@ class FacePipeline(nn.Module):
             parsing_net = skin_reader(cfg, device, parsing_net) if cfg.fine.read_skin_only else parsing_net
         pipeline = cls(model, regressor, cfg.data.image_size, fine, identity_net, attribute_net,
                        cfg.fine.use_attributes, str(path), payload.get("stage", "coarse"), parsing_net,
-                       cfg.coarse.light, cfg.fine.read_skin_only, cfg.fine.read_skin_threshold)
+                       **reading_options(cfg))
         return pipeline.to(device).eval()
 
     def faid_features(self, images: torch.Tensor, targets=None) -> torch.Tensor:
@@ -259,6 +259,13 @@ class FacePipeline(nn.Module):
         face = assemble_face(self.model, coeffs, image_size, albedo=albedo)
         out = render_mesh(face.screen, self.model.triangles, face.colors, image_size, background=background)
         return RenderedFace(out.image.clamp(0, 1), out.mask, face.landmarks - 0.5, face, out.fragments)
+
+
+def reading_options(cfg) -> dict:
+    """FacePipeline's keyword arguments for how it reads the photo, from a config: the light (``coarse.light``) and
+    where the mesh-wise refiner reads (``fine.read_skin_only``, ``fine.read_skin_threshold``)."""
+    return {"light": cfg.coarse.light, "refine_reads_skin": cfg.fine.read_skin_only,
+            "skin_threshold": cfg.fine.read_skin_threshold}
 
 
 def file_sha1(path: str | Path) -> str | None:
@@ -330,5 +337,5 @@ def skin_reader(cfg, device: torch.device | str = "cpu", net: nn.Module | None =
 
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "FacePipeline", "Prediction", "RenderedFace", "build_fine_parts",
-           "file_sha1", "fine_stage_inputs", "observed_vertex_albedo", "resize_square", "skin_reader", "solve_light",
-           "vertex_observations"]
+           "file_sha1", "fine_stage_inputs", "observed_vertex_albedo", "reading_options", "resize_square", "skin_reader",
+           "solve_light", "vertex_observations"]

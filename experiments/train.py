@@ -38,7 +38,7 @@ from experiments.objectives.coarse import CoarseObjective
 from experiments.objectives.fine import FineObjective, step_generator
 from experiments.objectives.warm_start import WarmStartObjective
 from experiments.perception_nets import RenderedOnce, ensure_perception_nets
-from experiments.pipeline import FacePipeline, build_fine_parts, file_sha1, fine_stage_inputs, skin_reader
+from experiments.pipeline import FacePipeline, build_fine_parts, file_sha1, fine_stage_inputs, reading_options, skin_reader
 from perception.attributes import load_attribute_net
 from perception.facenet import MissingWeightsError
 from perception.identity import build_identity_net
@@ -280,9 +280,7 @@ def train(cfg: Config, fresh: bool = False, only: str | None = None) -> dict:
     pool = training_pool(cfg, model)
     model = model.to(device)
     torch.manual_seed(cfg.train.seed)  # weights must not depend on whether the pool came from the cache
-    pipeline = FacePipeline(model, new_regressor(cfg, device), cfg.data.image_size, light=cfg.coarse.light,
-                            refine_reads_skin=cfg.fine.read_skin_only,
-                            skin_threshold=cfg.fine.read_skin_threshold).to(device)
+    pipeline = FacePipeline(model, new_regressor(cfg, device), cfg.data.image_size, **reading_options(cfg)).to(device)
     identity_net, attribute_net, parsing_net = perception_nets(cfg, device)
     workers = 0 if isinstance(pool, RenderedOnce) else cfg.data.num_workers  # in memory: nothing to overlap
 
