@@ -18,6 +18,7 @@ The perception nets have their trained architecture but untrained weights: speed
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -107,11 +108,7 @@ def perception_train_entries(cfg, repeats: int, common: dict) -> list[dict]:
                 net.to(memory_format=torch.contiguous_format)
             steps[layout] = adam_step(lambda batch, net=net: (net(batch["image"]).float().square().mean(), None, None),
                                   net.parameters(), {"image": images})
-        times = {layout: [] for layout in steps}
-        for _ in range(repeats):  # alternated, so both layouts see the same machine load
-            for layout, step in steps.items():
-                times[layout].append(median_ms(step, 1, warmup=0 if times[layout] else 1))
-        ms = {layout: sorted(t)[len(t) // 2] for layout, t in times.items()}
+        ms = alternating_median_ms(steps, repeats)  # alternated, so both layouts see the same machine load
         config = {**common, "batch": train.batch_size, "image_size": train.image_size, "precision": "fp32"}
         out.append(entry(f"{name}_train_step_ms", ms["channels_last"], "ms", **config))
         out.append(entry(f"{name}_train_nchw_over_channels_last", ms["nchw"] / ms["channels_last"], "ratio", **config))
@@ -159,7 +156,7 @@ def step_comparison_entries(cfg, data, batch, nets, coarse_step, yardstick: floa
     ratios are same-load ratios; then the stage-2 step's breakdown."""
     size, batch_size, precision = batch["image"].shape[-1], batch["image"].shape[0], common["precision"]
     pipeline, objective, generator, step = fine_step(cfg, data, batch, nets, precision)
-    narrow = load_config("experiments/configs/default.yaml", {"fine": {"channels": list(NARROW_GCNS)}})
+    narrow = dataclasses.replace(cfg, fine=dataclasses.replace(cfg.fine, channels=NARROW_GCNS))
     steps = {"coarse": coarse_step, "fine": step, "fine_narrow": fine_step(narrow, data, batch, nets, precision)[3]}
     if precision != "fp32":
         steps.update(coarse_loss_nets_fp32=with_loss_nets(nets, "fp32", coarse_step),
