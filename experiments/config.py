@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -266,6 +267,9 @@ def _check_ints(value, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+_YAML11_UNDOTTED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_scalar(value, hint, where: str):
     if typing.get_origin(hint) is tuple:
         return _check_ints(value, where)
@@ -274,6 +278,8 @@ def _check_scalar(value, hint, where: str):
         return None
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if float in allowed and isinstance(value, str) and _YAML11_UNDOTTED_FLOAT.fullmatch(value.strip()):
+        return float(value)  # PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3); mean the number
     if not any(isinstance(value, t) for t in allowed if t is not type(None)):
         names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
         raise ConfigError(f"{where}: expected {names}, got {value!r}")

@@ -52,3 +52,16 @@ def test_fine_channels_is_a_list_of_positive_integers_and_survives_a_checkpoints
         bad.write_text(f"fine: {{channels: {value}}}\n")
         with pytest.raises(ConfigError, match="fine.channels: expected a non-empty list of positive integers"):
             load_config(bad)
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads `1e-3` as the string "1e-3"; the config means the number
+    cfg = load_config("experiments/configs/default.yaml", {"coarse": {"lr": "1e-3", "warm_start": {"lr": "5E-4"}}})
+    assert cfg.coarse.lr == 1e-3 and cfg.coarse.warm_start.lr == 5e-4
+    good = tmp_path / "good.yaml"
+    good.write_text("fine: {lr: 2e-4}\n")
+    assert load_config(good).fine.lr == 2e-4
+    with pytest.raises(ConfigError, match="coarse.lr: expected float"):
+        load_config(None, {"coarse": {"lr": "1e-3x"}})
+    with pytest.raises(ConfigError, match="coarse.steps: expected int"):  # only float fields read it as a number
+        load_config(None, {"coarse": {"steps": "1e3"}})
