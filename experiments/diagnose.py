@@ -40,7 +40,6 @@ from coarse import coefficients as C
 from coarse.face_model import assemble_face, compute_albedo, project_landmarks
 from experiments import metrics as M
 from experiments.evaluate import git_commit, load_pipeline, paste, synthfaces_test_set
-from experiments.pipeline import observed_vertex_albedo
 from fileio import write_bytes_atomically, write_json_atomically, write_text_atomically
 
 GROUPS = {"pose": C.ANGLE, "translation": C.TRANS, "identity": C.ID, "expression": C.EXP, "albedo": C.TEX,
@@ -121,15 +120,14 @@ UNWRAPPED = {"unwrapped_predicted": "the photo unwrapped through the predicted s
 
 def unwrapped_albedos(pipeline, image: torch.Tensor, prediction, true: torch.Tensor,
                       skin: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """{UNWRAPPED key: (B, N, 3)} the photo divided by the shading at the vertices it sees (`observed_vertex_albedo`
-    at the pipeline's input size, through the same skin mask as the mesh-wise refiner), the predicted coarse
-    albedo where it sees nothing; once with the predicted coefficients (light as `predict` gives it), once with
-    the true ones. skin: the parsing net's mask of image, when the caller has it."""
-    skin = pipeline.skin(image, skin) if pipeline.refine_reads_skin else None
+    """{UNWRAPPED key: (B, N, 3)} the photo divided by the shading at the vertices it sees, read as the mesh-wise
+    refiner reads it (`FacePipeline.read_photo`), the predicted coarse albedo where it sees nothing; once with the
+    predicted coefficients (light as `predict` gives it), once with the true ones. skin: the parsing net's mask of
+    image, when the caller has it."""
+    skin = pipeline.skin(image, skin) if pipeline.refine_reads_skin else None  # the parsing net once, for both
     found = {}
     for key, coeffs in zip(UNWRAPPED, (prediction.coeffs.float(), true)):
-        observed, seen = observed_vertex_albedo(pipeline.model, image, coeffs, pipeline.input_size, skin,
-                                                pipeline.skin_threshold)
+        observed, seen = pipeline.read_photo(image, coeffs, skin)
         found[key] = torch.where(seen > 0, observed, prediction.coarse_albedo)
     return found
 

@@ -218,11 +218,17 @@ class FacePipeline(nn.Module):
         (`losses.feature_targets`), when already computed."""
         if features is None and getattr(self.fine, "use_faid", False):
             features = self.faid_features(images, targets)
-        skin = self.skin(images, skin) if self.refine_reads_skin else None
-        observed, visible = observed_vertex_albedo(self.model, images, coeffs, self.input_size, skin,
-                                                   self.skin_threshold)
+        observed, visible = self.read_photo(images, coeffs, skin)
         mesh_input = torch.cat([coarse_albedo, observed, visible], dim=-1)
         return self.fine(coarse_albedo, features, mesh_input=mesh_input), features
+
+    def read_photo(self, images: torch.Tensor, coeffs: torch.Tensor, skin: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the mesh-wise refiner reads (no gradient): `observed_vertex_albedo` at the input size, through the
+        parsing net's skin mask at `skin_threshold` when `refine_reads_skin`. -> (albedo (B, N, 3), seen (B, N, 1)).
+        skin: the parsing net's mask of images, when the caller has it."""
+        skin = self.skin(images, skin) if self.refine_reads_skin else None
+        return observed_vertex_albedo(self.model, images, coeffs, self.input_size, skin, self.skin_threshold)
 
     def regress(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, S, S) -> the regressor's (B, 257) coefficients, with its own light (what the warm start
