@@ -163,6 +163,9 @@ class CoarseConfig(StageConfig):
     # albedo, pulled toward the regressed one; experiments.pipeline.solve_light). Used by every stage after
     # the warm start, by evaluation and by reconstruction; the warm start always trains the regressed light.
     light: str = "regressed"
+    # At inference (no gradient), regress the photo and its mirror image and average the two predictions, the
+    # second mirrored back (coarse.mirror): twice the regressor's cost. Training is unchanged; not in the paper.
+    flip_average: bool = False
 
     def __post_init__(self):
         super().__post_init__()

@@ -22,6 +22,7 @@ from coarse.face_model import (FaceGeometry, assemble_face, compute_albedo, comp
                                facing_camera, rotation_matrix)
 from coarse.load_model import load_morphable_model
 from coarse.morphable_model import MorphableModel
+from coarse.mirror import CoefficientMirror, flip_average
 from coarse.regressor import CoarseRegressor
 from losses import feature_targets
 from perception.training import CheckpointError, read_checkpoint
@@ -144,20 +145,22 @@ class FacePipeline(nn.Module):
     a FAID branch); use_attributes: include the attribute features in the FAID vector; parsing_net: when set,
     the photo is read only where this net sees skin, by the light solve and (with refine_reads_skin,
     ``fine.read_skin_only``) by the mesh-wise refiner; light: "regressed" or "solved" (``coarse.light``);
-    skin_threshold: the skin probability from which the mesh-wise refiner reads a vertex (``fine.read_skin_threshold``).
+    skin_threshold: the skin probability from which the mesh-wise refiner reads a vertex (``fine.read_skin_threshold``);
+    flip_average: at inference, average the predictions for the photo and its mirror image (``coarse.flip_average``).
     """
 
     def __init__(self, model: MorphableModel, regressor: CoarseRegressor, input_size: int, fine: nn.Module | None = None,
                  identity_net: nn.Module | None = None, attribute_net: nn.Module | None = None,
                  use_attributes: bool = True, checkpoint: str | None = None, stage: str = "coarse",
                  parsing_net: nn.Module | None = None, light: str = "regressed", refine_reads_skin: bool = True,
-                 skin_threshold: float = 0.5):
+                 skin_threshold: float = 0.5, flip_average: bool = False):
         super().__init__()
         self.model, self.regressor, self.input_size = model, regressor, int(input_size)
         self.fine, self.identity_net, self.attribute_net = fine, identity_net, attribute_net
         self.parsing_net, self.light, self.refine_reads_skin = parsing_net, light, refine_reads_skin
         self.use_attributes, self.checkpoint, self.stage = use_attributes, checkpoint, stage
         self.skin_threshold = skin_threshold
+        self.flip_average, self._mirror = flip_average, None
 
     @property
     def has_fine(self) -> bool:
@@ -232,8 +235,14 @@ class FacePipeline(nn.Module):
 
     def regress(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, S, S) -> the regressor's (B, 257) coefficients, with its own light (what the warm start
-        trains); `predict` replaces that light with the solved one when self.light is "solved"."""
-        return self.regressor(resize_square(images, self.input_size))
+        trains); `predict` replaces that light with the solved one when self.light is "solved". With
+        `flip_average` set and no gradient (inference), the mean of the photo's and its mirror image's."""
+        images = resize_square(images, self.input_size)
+        if self.flip_average and not torch.is_grad_enabled():
+            if self._mirror is None:
+                self._mirror = CoefficientMirror(self.model)
+            return flip_average(self.regressor, images, self._mirror)
+        return self.regressor(images)
 
     def skin(self, images: torch.Tensor, skin: torch.Tensor | None = None) -> torch.Tensor | None:
         """The parsing net's skin mask of images (no gradient), `skin` when the caller has it, None without a net."""
@@ -268,10 +277,11 @@ class FacePipeline(nn.Module):
 
 
 def reading_options(cfg) -> dict:
-    """FacePipeline's keyword arguments for how it reads the photo, from a config: the light (``coarse.light``) and
-    where the mesh-wise refiner reads (``fine.read_skin_only``, ``fine.read_skin_threshold``)."""
-    return {"light": cfg.coarse.light, "refine_reads_skin": cfg.fine.read_skin_only,
-            "skin_threshold": cfg.fine.read_skin_threshold}
+    """FacePipeline's keyword arguments for how it reads the photo, from a config: the light (``coarse.light``),
+    whether it also reads the mirror image (``coarse.flip_average``) and where the mesh-wise refiner reads
+    (``fine.read_skin_only``, ``fine.read_skin_threshold``)."""
+    return {"light": cfg.coarse.light, "flip_average": cfg.coarse.flip_average,
+            "refine_reads_skin": cfg.fine.read_skin_only, "skin_threshold": cfg.fine.read_skin_threshold}
 
 
 def file_sha1(path: str | Path) -> str | None:
