@@ -552,11 +552,12 @@ def load_parsing(cfg, device):
 
 def run_evaluation(dataset_name: str, root: str | None, checkpoint: str | Path, out_dir: str | Path,
                    limit: int | None, cfg, device: torch.device, batch_size: int = 8, progress: bool = True,
-                   synth_image_size: int = SYNTH_IMAGE_SIZE) -> dict:
+                   synth_image_size: int = SYNTH_IMAGE_SIZE, flip_average: bool | None = None) -> dict:
     """What the CLI does: check the data, load the checkpoint and nets, evaluate, write metrics and report.
 
     limit: first N test samples (None: SYNTH_DEFAULT_LIMIT on SynthFaces, every photo otherwise).
     synth_image_size: SynthFaces' render size (224; the quick ablation sweep uses its training size).
+    flip_average: also read each photo's mirror image (``coarse.flip_average``); None: as the checkpoint's config.
     """
     from experiments.report import write_report
 
@@ -569,6 +570,8 @@ def run_evaluation(dataset_name: str, root: str | None, checkpoint: str | Path, 
         raise EvaluationError(f"--root missing: {module.DOWNLOAD_HINT}; then pass --root DIR "
                               f"(make eval-{'celeba' if dataset_name == 'celeba' else 'aflw'} {hints[dataset_name][1]}=DIR)")
     pipeline = load_pipeline(checkpoint, device, cfg.model.bfm)
+    if flip_average is not None:
+        pipeline.flip_average = flip_average
     failures: list[dict] = []
     parsing_net, parsing_note = None, None
     if dataset_name == "synthfaces":
@@ -583,7 +586,8 @@ def run_evaluation(dataset_name: str, root: str | None, checkpoint: str | Path, 
     result = evaluate_pipeline(pipeline, dataset, identity_nets=nets, parsing_net=parsing_net, limit=limit,
                                batch_size=batch_size, out_dir=out_dir, failures=failures, progress=progress)
     result.update(dataset=dataset_name, checkpoint=str(checkpoint), commit=git_commit(),
-                  config=checkpoint_config(pipeline, checkpoint), identity_nets_absent=absent)
+                  config=checkpoint_config(pipeline, checkpoint), identity_nets_absent=absent,
+                  flip_average=bool(getattr(pipeline, "flip_average", False)))
     if parsing_note:
         result["face_region_note"] = parsing_note
     if dataset_name == "synthfaces":
@@ -624,13 +628,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                        help="also read each photo's mirror image and average (default: as the checkpoint was trained, "
+                             "coarse.flip_average)")
     args = parser.parse_args(argv)
     out = args.out or f"reports/{args.dataset}"
     try:
         cfg = load_config(args.config)
         result = run_evaluation(args.dataset, args.root, args.checkpoint, out, args.limit, cfg,
                                 resolve_device(args.device), args.batch_size, progress=not args.no_progress,
-                                synth_image_size=args.image_size)
+                                synth_image_size=args.image_size, flip_average=args.flip_average)
     except (EvaluationError, ConfigError, CheckpointError, DatasetLayoutError, DatasetNotPreparedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -335,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="YAML config naming the perception nets and loss weights --fit uses (default: built-in "
                              "defaults, i.e. dlib identity net and checkpoints/parsing.pt)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                        help="also read the photo's mirror image and average the two (one more regressor pass; "
+                             "default: as the checkpoint was trained, coarse.flip_average)")
     args = parser.parse_args(argv)
     if args.texture_size < 8 or args.fit < 0:
         parser.error("--texture-size must be >= 8 and --fit >= 0")
@@ -353,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     try:
         pipeline = FacePipeline.from_checkpoint(checkpoint, device=device, bfm=args.bfm)
+        if args.flip_average is not None:
+            pipeline.flip_average = args.flip_average
         detector = FaceDetector(device=device)
         fit = build_fit_setup(args.fit, args.config, device) if args.fit else None
         reconstructor = Reconstructor(pipeline, detector, args.texture_size, fit,

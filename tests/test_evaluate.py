@@ -132,6 +132,20 @@ def test_cli_on_a_coarse_checkpoint_says_fine_is_not_in_it(tmp_path, checkpoint,
     assert "not in this checkpoint" in (out / "report.md").read_text()
 
 
+def test_flip_average_flag_overrides_the_checkpoint_and_changes_the_prediction(tmp_path, checkpoint, capsys):
+    path, config = checkpoint
+    landmarks = {}
+    for flag in ("--no-flip-average", "--flip-average"):
+        out = tmp_path / flag
+        code = E.main(["--dataset", "synthfaces", "--checkpoint", str(path), "--out", str(out), "--limit", "2",
+                       "--image-size", "64", "--config", str(config), "--no-progress", flag])
+        assert code == 0, capsys.readouterr().err
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["flip_average"] is (flag == "--flip-average")
+        landmarks[flag] = metrics["protocols"]["clean"]["coarse"]["landmark_error_px"]["mean"]
+    assert landmarks["--flip-average"] != landmarks["--no-flip-average"]
+
+
 def test_missing_checkpoint_and_missing_data_set_get_one_line(tmp_path, checkpoint, capsys):
     path, config = checkpoint
     common = ["--config", str(config), "--out", str(tmp_path / "r")]

@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 import skimage.data
+import torch
 import trimesh
 from PIL import Image
 
@@ -115,6 +116,24 @@ def test_fit_raises_psnr_and_id_cosine_and_writes_the_fitted_coefficients(checkp
     fitted = np.load(tmp_path / "out" / "astronaut" / "astronaut_coeffs.npy")
     network = np.load(reconstructed[1] / "astronaut_coeffs.npy")
     assert np.abs(fitted - network).max() > 1e-3
+
+
+def test_flip_average_reads_the_mirror_image_too(astronaut_jpg, tmp_path):
+    # Heads with small random weights, so the prediction depends on the photo (the mean-face one does not).
+    regressor = CoarseRegressor(imagenet_weights=False)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in regressor.final_layers:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 3e-4)
+    path = tmp_path / "last.pt"
+    save_checkpoint_atomic({"format": CHECKPOINT_FORMAT, "regressor": regressor.state_dict(),
+                            "config": {"data": {"image_size": INPUT_SIZE}}, "stage": "coarse"}, path)
+    coeffs = {}
+    for flag in ("--no-flip-average", "--flip-average"):
+        out = tmp_path / flag
+        assert main([str(astronaut_jpg), "-o", str(out), "--checkpoint", str(path), "--texture-size", "32", flag]) == 0
+        coeffs[flag] = np.load(out / "astronaut" / "astronaut_coeffs.npy")
+    assert np.abs(coeffs["--flip-average"] - coeffs["--no-flip-average"]).max() > 1e-4
 
 
 def test_a_folder_with_bad_photos_reconstructs_the_good_one_and_exits_non_zero(checkpoint, astronaut_jpg, tmp_path,
