@@ -68,7 +68,8 @@ def run(quick: bool = False) -> list[dict]:
         ms = median_ms(reconstruct_once, repeats)
         resnet = resnet50_fwd_ms_per_image(1, IMAGE_SIZE, repeats, device)
         config = {"photo": "astronaut 512x512", "texture_size": 512, "stages": "+".join(pipeline.stages),
-                  "pipeline": description, "device": device, "threads": torch.get_num_threads()}
+                  "pipeline": description, "flip_average": bool(getattr(pipeline, "flip_average", False)),
+                  "device": device, "threads": torch.get_num_threads()}
         phases = ", ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in summary["timings_ms"].items())
         results += [
             entry("reconstruct_ms_per_image", ms, "ms", **config, last_run_phases_ms=phases),
